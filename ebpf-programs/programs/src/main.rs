@@ -1,0 +1,25 @@
+//! Skiff's eBPF data plane: one object with every program and map.
+//!
+//! - `pod_tc`: TC programs on each pod's host-side veth (`from_pod` on ingress, `to_pod` on
+//!   egress): per-pod counters, anti-spoofing, drop reasons.
+//! - `sock_lb`: cgroup `connect4` socket-level load balancing of service VIPs.
+//!
+//! Map and program names, and every type stored in a map, come from `skiff-common`.
+#![no_std]
+#![no_main]
+
+mod maps;
+mod packet;
+mod pod_tc;
+mod sock_lb;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any path that could reach a real panic; this is never executed.
+    loop {}
+}
+
+#[link_section = "license"]
+#[no_mangle]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

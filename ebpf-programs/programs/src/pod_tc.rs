@@ -1,0 +1,107 @@
+//! TC programs on a pod's host-side veth.
+//!
+//! Packets on interfaces that are not in `ENDPOINTS` pass untouched: the programs only
+//! judge traffic of pods the node daemon registered.
+
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    macros::classifier,
+    programs::TcContext,
+};
+use skiff_common::{DropReason, EndpointInfo, TrafficCounters};
+
+use crate::{
+    maps::{count_drop, ENDPOINTS, POD_TRAFFIC},
+    packet::{ethertype, ipv4, ETH_P_ARP, ETH_P_IP},
+};
+
+enum Direction {
+    FromPod,
+    ToPod,
+}
+
+/// Ingress of the host-side veth: everything the pod sends.
+#[classifier]
+pub fn from_pod(ctx: TcContext) -> i32 {
+    let ifindex = ifindex(&ctx);
+    // SAFETY: the value is only copied out.
+    let Some(endpoint) = (unsafe { ENDPOINTS.get(&ifindex) }).copied() else {
+        return TC_ACT_OK;
+    };
+    match check_from_pod(&ctx, &endpoint) {
+        Ok(counted) => {
+            if counted {
+                count_traffic(ifindex, Direction::FromPod, ctx.len());
+            }
+            TC_ACT_OK
+        }
+        Err(reason) => {
+            count_drop(reason);
+            TC_ACT_SHOT
+        }
+    }
+}
+
+/// Egress of the host-side veth: everything delivered to the pod.
+#[classifier]
+pub fn to_pod(ctx: TcContext) -> i32 {
+    let ifindex = ifindex(&ctx);
+    // SAFETY: only checks presence.
+    if unsafe { ENDPOINTS.get(&ifindex) }.is_none() {
+        return TC_ACT_OK;
+    }
+    if ethertype(&ctx) == Some(ETH_P_IP) {
+        count_traffic(ifindex, Direction::ToPod, ctx.len());
+    }
+    TC_ACT_OK
+}
+
+/// `Ok(true)`: a valid IPv4 packet to count; `Ok(false)`: pass without counting (ARP).
+#[inline(always)]
+fn check_from_pod(ctx: &TcContext, endpoint: &EndpointInfo) -> Result<bool, DropReason> {
+    match ethertype(ctx) {
+        Some(ETH_P_IP) => {
+            let ip = ipv4(ctx).ok_or(DropReason::MalformedPacket)?;
+            if ip.saddr != endpoint.ipv4 {
+                return Err(DropReason::SpoofedSource);
+            }
+            Ok(true)
+        }
+        Some(ETH_P_ARP) => Ok(false),
+        Some(_) => Err(DropReason::UnsupportedProtocol),
+        None => Err(DropReason::MalformedPacket),
+    }
+}
+
+#[inline(always)]
+fn ifindex(ctx: &TcContext) -> u32 {
+    // SAFETY: reading a context field the verifier allows for TC programs.
+    unsafe { (*ctx.skb.skb).ifindex }
+}
+
+#[inline(always)]
+fn count_traffic(ifindex: u32, direction: Direction, len: u32) {
+    let counters = match POD_TRAFFIC.get_ptr_mut(ifindex) {
+        Some(counters) => counters,
+        None => {
+            // The daemon creates the entry with the endpoint; this covers a race with it.
+            let _ = POD_TRAFFIC.insert(ifindex, TrafficCounters::default(), 0);
+            match POD_TRAFFIC.get_ptr_mut(ifindex) {
+                Some(counters) => counters,
+                None => return,
+            }
+        }
+    };
+    // SAFETY: per-CPU value, so this program instance is its only writer.
+    let counters = unsafe { &mut *counters };
+    match direction {
+        Direction::FromPod => {
+            counters.from_pod_packets += 1;
+            counters.from_pod_bytes += len as u64;
+        }
+        Direction::ToPod => {
+            counters.to_pod_packets += 1;
+            counters.to_pod_bytes += len as u64;
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! `skiff-lab`: the isolated network lab every privileged Skiff test runs in.
+//!
+//! A [`Lab`] is a set of network namespaces that cannot reach anything outside themselves:
+//! - a *lab* namespace holding a bridge and nothing else (no uplink, no default route);
+//! - *node* namespaces, each joined to the lab bridge by a veth, addressed `10.200.0.N/24`,
+//!   forwarding on, owning pod CIDR `10.244.N.0/24`;
+//! - *pod* namespaces behind a veth pair whose host side lives in the node namespace, with a
+//!   `/32` address, a route to the node's gateway address and `10.0.0.0/8` through it (pod and
+//!   service ranges), and nothing else;
+//! - a cgroup v2 subtree (found through /proc/mounts) with one cgroup per pod, where socket
+//!   programs attach and pod processes run;
+//! - a bpffs folder for pins.
+//!
+//! Every name carries the test process id and a sequence number, so labs in parallel tests
+//! never collide. Everything is removed on drop, also when the test panics, and a new lab
+//! first sweeps what crashed runs (whose process is gone) left behind.
+//!
+//! Code runs inside a namespace through [`Netns::run`] (a thread that `setns`es) or
+//! [`Lab::spawn_in_pod`] (a child process that joins the pod's netns and cgroup before exec),
+//! never `ip netns exec`, which would hide the host's /sys and bpffs.
+
+mod cleanup;
+mod error;
+mod netns;
+pub mod packet;
+mod privilege;
+mod sys;
+
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::{Child, Command},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+pub use error::LabError;
+pub use netns::Netns;
+pub use privilege::privileged;
+
+pub type Result<T, E = LabError> = std::result::Result<T, E>;
+
+/// The prefix of every namespace, cgroup and bpffs folder a lab makes.
+pub const NAME_PREFIX: &str = "skiff-lab";
+
+static LAB_SEQUENCE: AtomicU32 = AtomicU32::new(0);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeId(usize);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PodId(usize);
+
+/// A simulated node: a network namespace on the lab bridge that routes for its pods.
+#[derive(Debug)]
+pub struct Node {
+    pub name: String,
+    pub netns: Netns,
+    /// Address on the lab bridge.
+    pub address: Ipv4Addr,
+    /// First address of the node's pod CIDR (`10.244.N.0/24`).
+    pub pod_cidr: Ipv4Addr,
+    /// Address the node holds on every pod-facing veth; pods route through it.
+    pub gateway: Ipv4Addr,
+    next_pod_host: u8,
+}
+
+/// A simulated pod: a network namespace behind a veth, and a cgroup.
+#[derive(Debug)]
+pub struct Pod {
+    pub name: String,
+    pub node: NodeId,
+    pub netns: Netns,
+    pub ip: Ipv4Addr,
+    /// Host-side veth, in the node's namespace.
+    pub host_interface: String,
+    /// Its ifindex in the node's namespace: the key of the per-pod maps.
+    pub host_ifindex: u32,
+    pub cgroup: PathBuf,
+}
+
+/// An isolated lab. See the crate documentation.
+pub struct Lab {
+    id: String,
+    lab_netns: Option<Netns>,
+    nodes: Vec<Node>,
+    pods: Vec<Pod>,
+    cgroup: PathBuf,
+    bpffs: PathBuf,
+    children: Vec<Child>,
+}
+
+impl Lab {
+    /// Creates an empty lab: the lab namespace with its bridge, the cgroup subtree and the
+    /// bpffs folder. Requires root.
+    pub fn new() -> Result<Lab> {
+        if !sys::is_root() {
+            return Err(LabError::NotPrivileged);
+        }
+        cleanup::sweep_stale();
+        let id = format!(
+            "{NAME_PREFIX}-{}-{}",
+            std::process::id(),
+            LAB_SEQUENCE.fetch_add(1, Ordering::Relaxed)
+        );
+        let cgroup = sys::cgroup2_mount()?.join(NAME_PREFIX).join(&id);
+        let bpffs = sys::bpffs_mount()?.join(&id);
+        // From here on, Drop removes whatever was made, even if a later step fails.
+        let mut lab = Lab {
+            id: id.clone(),
+            lab_netns: None,
+            nodes: Vec::new(),
+            pods: Vec::new(),
+            cgroup,
+            bpffs,
+            children: Vec::new(),
+        };
+        std::fs::create_dir_all(&lab.cgroup).map_err(LabError::io(&lab.cgroup))?;
+        std::fs::create_dir_all(&lab.bpffs).map_err(LabError::io(&lab.bpffs))?;
+        let netns = Netns::create(&format!("{id}-lab"))?;
+        let ns = netns.name().to_string();
+        lab.lab_netns = Some(netns);
+        sys::ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        sys::ip(&["-n", &ns, "link", "add", "br0", "type", "bridge"])?;
+        sys::ip(&["-n", &ns, "link", "set", "br0", "up"])?;
+        Ok(lab)
+    }
+
+    /// The unique id all of this lab's names start with.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The lab's own cgroup v2 directory; every pod cgroup is below it.
+    pub fn cgroup(&self) -> &Path {
+        &self.cgroup
+    }
+
+    /// The lab's bpffs folder, for pinning.
+    pub fn bpffs(&self) -> &Path {
+        &self.bpffs
+    }
+
+    pub fn lab_netns(&self) -> &Netns {
+        self.lab_netns.as_ref().expect("created in Lab::new")
+    }
+
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[id.0]
+    }
+
+    pub fn pod(&self, id: PodId) -> &Pod {
+        &self.pods[id.0]
+    }
+
+    pub fn nodes(&self) -> impl Iterator<Item = (NodeId, &Node)> {
+        self.nodes.iter().enumerate().map(|(i, n)| (NodeId(i), n))
+    }
+
+    /// Adds a node namespace joined to the lab bridge. `name` must be short (it is part of
+    /// namespace names) and unique in this lab.
+    pub fn add_node(&mut self, name: &str) -> Result<NodeId> {
+        let index = self.nodes.len();
+        let number = u8::try_from(index + 1)
+            .ok()
+            .filter(|n| *n < 250)
+            .ok_or(LabError::TooMany("nodes"))?;
+        let netns = Netns::create(&format!("{}-{name}", self.id))?;
+        let ns = netns.name().to_string();
+        let lab_ns = self.lab_netns().name().to_string();
+        let lab_side = format!("n{index}");
+        let address = Ipv4Addr::new(10, 200, 0, number);
+        let node = Node {
+            name: name.to_string(),
+            netns,
+            address,
+            pod_cidr: Ipv4Addr::new(10, 244, number, 0),
+            gateway: Ipv4Addr::new(10, 244, number, 1),
+            next_pod_host: 2,
+        };
+        self.nodes.push(node);
+        sys::ip(&["-n", &lab_ns, "link", "add", &lab_side, "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
+        sys::ip(&["-n", &lab_ns, "link", "set", &lab_side, "master", "br0", "up"])?;
+        sys::ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        sys::ip(&["-n", &ns, "addr", "add", &format!("{address}/24"), "dev", "eth0"])?;
+        sys::ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+        self.nodes[index].netns.run(|| sys::write_sysctl("net/ipv4/ip_forward", "1"))?;
+        Ok(NodeId(index))
+    }
+
+    /// Adds a pod on `node`: its namespace, a veth pair, the next free address of the node's
+    /// pod CIDR and its own cgroup under the lab's.
+    pub fn add_pod(&mut self, node_id: NodeId, name: &str) -> Result<PodId> {
+        let index = self.pods.len();
+        let node = &mut self.nodes[node_id.0];
+        let host = node.next_pod_host;
+        if host == 255 {
+            return Err(LabError::TooMany("pods on one node"));
+        }
+        node.next_pod_host += 1;
+        let octets = node.pod_cidr.octets();
+        let ip = Ipv4Addr::new(octets[0], octets[1], octets[2], host);
+        let gateway = node.gateway.to_string();
+        let node_ns = node.netns.name().to_string();
+        let netns = Netns::create(&format!("{}-{}-{name}", self.id, node.name))?;
+        let ns = netns.name().to_string();
+        let host_interface = format!("vp{index}");
+        let cgroup = self.cgroup.join(name);
+        self.pods.push(Pod {
+            name: name.to_string(),
+            node: node_id,
+            netns,
+            ip,
+            host_interface: host_interface.clone(),
+            host_ifindex: 0,
+            cgroup: cgroup.clone(),
+        });
+        std::fs::create_dir(&cgroup).map_err(LabError::io(&cgroup))?;
+        let hv = host_interface.as_str();
+        sys::ip(&["-n", &node_ns, "link", "add", hv, "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
+        sys::ip(&["-n", &node_ns, "addr", "add", &format!("{gateway}/32"), "dev", hv])?;
+        sys::ip(&["-n", &node_ns, "link", "set", hv, "up"])?;
+        sys::ip(&["-n", &node_ns, "route", "add", &format!("{ip}/32"), "dev", hv])?;
+        sys::ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        sys::ip(&["-n", &ns, "addr", "add", &format!("{ip}/32"), "dev", "eth0"])?;
+        sys::ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+        sys::ip(&["-n", &ns, "route", "add", &gateway, "dev", "eth0", "scope", "link"])?;
+        sys::ip(&["-n", &ns, "route", "add", "10.0.0.0/8", "via", &gateway, "dev", "eth0"])?;
+        let host_ifindex = self.nodes[node_id.0].netns.run(|| sys::ifindex(hv))?;
+        self.pods[index].host_ifindex = host_ifindex;
+        Ok(PodId(index))
+    }
+
+    /// Routes every node's pod CIDR through its node address on every other node
+    /// (host-gateway style), so pods on different nodes reach each other.
+    pub fn route_pod_cidrs(&self) -> Result<()> {
+        for node in &self.nodes {
+            for other in self.nodes.iter().filter(|o| o.name != node.name) {
+                sys::ip(&[
+                    "-n",
+                    node.netns.name(),
+                    "route",
+                    "replace",
+                    &format!("{}/24", other.pod_cidr),
+                    "via",
+                    &other.address.to_string(),
+                ])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts `command` as a process in `pod`'s network namespace and cgroup. The lab kills it
+    /// on drop if it is still running.
+    pub fn spawn_in_pod(&mut self, pod: PodId, command: Command) -> Result<&mut Child> {
+        let pod = &self.pods[pod.0];
+        let child = sys::spawn_in(command, pod.netns.path(), Some(&pod.cgroup))?;
+        self.children.push(child);
+        Ok(self.children.last_mut().expect("just pushed"))
+    }
+
+    /// Runs `command` to completion in `pod`'s network namespace and cgroup.
+    pub fn run_in_pod(&self, pod: PodId, command: Command) -> Result<std::process::Output> {
+        let pod = &self.pods[pod.0];
+        sys::output_in(command, pod.netns.path(), Some(&pod.cgroup))
+    }
+
+    /// Runs `command` to completion in `pod`'s network namespace but outside every lab cgroup,
+    /// as a container that escapes the socket hooks would.
+    pub fn run_in_pod_netns_only(&self, pod: PodId, command: Command) -> Result<std::process::Output> {
+        sys::output_in(command, self.pods[pod.0].netns.path(), None)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Pods before nodes before the lab namespace: each veth disappears with its namespace.
+        for pod in self.pods.drain(..) {
+            drop(pod.netns);
+            cleanup::remove_cgroup(&pod.cgroup);
+        }
+        self.nodes.clear();
+        self.lab_netns = None;
+        cleanup::remove_cgroup(&self.cgroup);
+        cleanup::remove_bpffs_dir(&self.bpffs);
+    }
+}
+
+/// Path of the `skiff-probe` binary built beside the running test binary
+/// (`cargo xtask test` builds it; `SKIFF_PROBE` overrides).
+pub fn probe_binary() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("SKIFF_PROBE") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().map_err(LabError::io("current executable"))?;
+    // Test binaries live in target/<profile>/deps/; binaries in target/<profile>/.
+    let candidates = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join("skiff-probe"))
+        .collect::<Vec<_>>();
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .ok_or(LabError::ProbeMissing(candidates))
+}

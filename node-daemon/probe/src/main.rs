@@ -1,0 +1,285 @@
+//! `skiff-probe`: the project's test and demo workload (like Kubernetes' agnhost).
+//!
+//! - `serve`: answers on TCP, UDP and HTTP ports with its name and the client address it saw;
+//! - `connect`: opens one connection (or sends datagrams), prints a one-line JSON result and
+//!   exits 0 on success, 1 on failure.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs as _, UdpSocket},
+    process::ExitCode,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+
+#[derive(Parser)]
+#[command(version, about = "Skiff's test and demo workload: serve and connect probes")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve on the given ports; every answer is "NAME CLIENT_IP:CLIENT_PORT".
+    Serve {
+        /// TCP port: send the answer, then close after the client does.
+        #[arg(long = "tcp", value_name = "PORT")]
+        tcp: Vec<u16>,
+        /// UDP port: answer every datagram.
+        #[arg(long = "udp", value_name = "PORT")]
+        udp: Vec<u16>,
+        /// HTTP port: answer every request with 200 and the answer as body.
+        #[arg(long = "http", value_name = "PORT")]
+        http: Vec<u16>,
+        /// Name to answer with [default: $POD_NAME, else the hostname].
+        #[arg(long)]
+        name: Option<String>,
+        /// Address to bind.
+        #[arg(long, default_value = "0.0.0.0")]
+        bind: std::net::IpAddr,
+    },
+    /// Connect once to HOST:PORT and print the result as one JSON line.
+    Connect {
+        /// Target, e.g. 10.96.0.10:80.
+        target: String,
+        #[arg(long, value_enum, default_value_t = Proto::Tcp)]
+        proto: Proto,
+        /// Give up after this many milliseconds.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+        /// UDP: datagrams to send (each must be answered).
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        /// UDP: payload bytes per datagram.
+        #[arg(long, default_value_t = 16)]
+        size: usize,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Proto {
+    Tcp,
+    Udp,
+}
+
+#[derive(Serialize)]
+struct ConnectResult {
+    ok: bool,
+    proto: Proto,
+    target: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    local: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    answer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    elapsed_ms: f64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve {
+            tcp,
+            udp,
+            http,
+            name,
+            bind,
+        } => serve(tcp, udp, http, name, bind).map(|()| ExitCode::SUCCESS),
+        Command::Connect {
+            target,
+            proto,
+            timeout_ms,
+            count,
+            size,
+        } => Ok(connect(&target, proto, Duration::from_millis(timeout_ms), count, size)),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("skiff-probe: {e:#}");
+        ExitCode::from(2)
+    })
+}
+
+fn default_name() -> String {
+    std::env::var("POD_NAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| "skiff-probe".to_string())
+}
+
+fn serve(
+    tcp: Vec<u16>,
+    udp: Vec<u16>,
+    http: Vec<u16>,
+    name: Option<String>,
+    bind: std::net::IpAddr,
+) -> anyhow::Result<()> {
+    if tcp.is_empty() && udp.is_empty() && http.is_empty() {
+        bail!("nothing to serve: give at least one --tcp, --udp or --http port");
+    }
+    let name = name.unwrap_or_else(default_name);
+    let mut workers = Vec::new();
+    for port in tcp {
+        let listener = TcpListener::bind((bind, port)).with_context(|| format!("binding tcp {port}"))?;
+        let name = name.clone();
+        workers.push(thread::spawn(move || accept_loop(listener, name, answer_tcp)));
+    }
+    for port in http {
+        let listener =
+            TcpListener::bind((bind, port)).with_context(|| format!("binding http {port}"))?;
+        let name = name.clone();
+        workers.push(thread::spawn(move || accept_loop(listener, name, answer_http)));
+    }
+    for port in udp {
+        let socket = UdpSocket::bind((bind, port)).with_context(|| format!("binding udp {port}"))?;
+        let name = name.clone();
+        workers.push(thread::spawn(move || udp_loop(socket, name)));
+    }
+    // Readiness signal for whoever started us.
+    println!("serving");
+    for worker in workers {
+        let _ = worker.join();
+    }
+    Ok(())
+}
+
+fn accept_loop(listener: TcpListener, name: String, answer: fn(TcpStream, &str, SocketAddr)) {
+    for stream in listener.incoming().flatten() {
+        let Ok(client) = stream.peer_addr() else {
+            continue;
+        };
+        let name = name.clone();
+        thread::spawn(move || answer(stream, &name, client));
+    }
+}
+
+fn answer_tcp(mut stream: TcpStream, name: &str, client: SocketAddr) {
+    let _ = stream.write_all(format!("{name} {client}\n").as_bytes());
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    // Drain until the client closes, so the server is not the side left in TIME_WAIT.
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut sink = [0u8; 512];
+    while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+}
+
+fn answer_http(mut stream: TcpStream, name: &str, client: SocketAddr) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut request = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => request.extend_from_slice(&buf[..n]),
+        }
+        if request.len() > 64 * 1024 {
+            return;
+        }
+    }
+    let body = format!("{name} {client}\n");
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes());
+}
+
+fn udp_loop(socket: UdpSocket, name: String) {
+    let mut buf = [0u8; 65536];
+    loop {
+        let Ok((_, client)) = socket.recv_from(&mut buf) else {
+            continue;
+        };
+        let _ = socket.send_to(format!("{name} {client}\n").as_bytes(), client);
+    }
+}
+
+fn connect(target: &str, proto: Proto, timeout: Duration, count: u32, size: usize) -> ExitCode {
+    let started = Instant::now();
+    let outcome = match proto {
+        Proto::Tcp => connect_tcp(target, timeout),
+        Proto::Udp => connect_udp(target, timeout, count, size),
+    };
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let result = match outcome {
+        Ok((local, peer, answer)) => ConnectResult {
+            ok: true,
+            proto,
+            target: target.to_string(),
+            local: Some(local.to_string()),
+            peer: Some(peer.to_string()),
+            answer: Some(answer),
+            error: None,
+            elapsed_ms,
+        },
+        Err(e) => ConnectResult {
+            ok: false,
+            proto,
+            target: target.to_string(),
+            local: None,
+            peer: None,
+            answer: None,
+            error: Some(format!("{e:#}")),
+            elapsed_ms,
+        },
+    };
+    println!(
+        "{}",
+        serde_json::to_string(&result).expect("result serialises")
+    );
+    if result.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn resolve(target: &str) -> anyhow::Result<SocketAddr> {
+    target
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {target}"))?
+        .next()
+        .with_context(|| format!("{target} resolves to no address"))
+}
+
+fn connect_tcp(target: &str, timeout: Duration) -> anyhow::Result<(SocketAddr, SocketAddr, String)> {
+    let addr = resolve(target)?;
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).context("connect")?;
+    stream.set_read_timeout(Some(timeout))?;
+    let local = stream.local_addr()?;
+    let peer = stream.peer_addr()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).context("reading the answer")?;
+    Ok((local, peer, answer.trim().to_string()))
+}
+
+fn connect_udp(
+    target: &str,
+    timeout: Duration,
+    count: u32,
+    size: usize,
+) -> anyhow::Result<(SocketAddr, SocketAddr, String)> {
+    let addr = resolve(target)?;
+    let socket = UdpSocket::bind("0.0.0.0:0")?;
+    socket.connect(addr).context("connect")?;
+    socket.set_read_timeout(Some(timeout))?;
+    let payload = vec![b'x'; size];
+    let mut answer = String::new();
+    let mut buf = [0u8; 65536];
+    for i in 0..count {
+        socket.send(&payload).context("send")?;
+        let n = socket
+            .recv(&mut buf)
+            .with_context(|| format!("no answer to datagram {} of {count}", i + 1))?;
+        answer = String::from_utf8_lossy(&buf[..n]).trim().to_string();
+    }
+    Ok((socket.local_addr()?, socket.peer_addr()?, answer))
+}
