@@ -122,8 +122,10 @@ impl DataPlane {
             source: e,
         })?;
         let program: &mut CgroupSockAddr = program_mut(&mut self.ebpf, programs::SOCK_CONNECT4)?;
+        // Attached as a BPF link (kernel >= 5.7), which coexists with other programs on the
+        // cgroup by design; the kernel rejects attach flags such as ALLOW_MULTI on links.
         program
-            .attach(cgroup.as_fd(), CgroupAttachMode::AllowMultiple)
+            .attach(cgroup.as_fd(), CgroupAttachMode::Single)
             .map_err(|e| DataPlaneError::Attach {
                 program: programs::SOCK_CONNECT4,
                 target: cgroup_dir.display().to_string(),
