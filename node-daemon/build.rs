@@ -32,6 +32,9 @@ fn main() -> anyhow::Result<()> {
     env::set_var("PATH", env::join_paths(paths)?);
     // aya-ebpf needs one unstable feature; unlock it for that crate alone on a stable compiler.
     env::set_var("RUSTC_BOOTSTRAP", "aya_ebpf");
+    // aya-build relays the inner cargo's stderr as build warnings; without progress lines only
+    // real compiler messages from the eBPF crate remain.
+    env::set_var("CARGO_TERM_QUIET", "true");
 
     let ebpf_dir = workspace.join("ebpf-programs/programs");
     let ebpf_dir = ebpf_dir.to_str().context("non-UTF-8 path")?;

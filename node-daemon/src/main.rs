@@ -7,7 +7,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use skiff_node::dataplane::{AttachMode, DataPlane, ServiceBackend, ServiceFrontend};
 
 #[derive(Parser)]
-#[command(version, about = "Skiff node daemon: runs pods and programs the eBPF data plane")]
+#[command(
+    version,
+    about = "Skiff node daemon: runs pods and programs the eBPF data plane"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -64,11 +67,20 @@ impl AttachModeArg {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run_cli() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("skiff-node: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_cli() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     match Cli::parse().command {
@@ -165,7 +177,8 @@ fn parse_pod(spec: &str) -> anyhow::Result<(String, Ipv4Addr)> {
 }
 
 fn parse_service(spec: &str) -> anyhow::Result<(ServiceFrontend, Vec<ServiceBackend>)> {
-    let usage = "expected VIP:PORT/PROTO=IP:PORT[,IP:PORT...], e.g. 10.96.0.10:80/tcp=10.244.1.2:8080";
+    let usage =
+        "expected VIP:PORT/PROTO=IP:PORT[,IP:PORT...], e.g. 10.96.0.10:80/tcp=10.244.1.2:8080";
     let (frontend, backends) = spec
         .split_once('=')
         .with_context(|| format!("--service {spec:?}: {usage}"))?;

@@ -139,18 +139,38 @@ fn counters_match_traffic(mode: AttachMode) {
     assert_eq!(result["ok"], true, "{result}");
 
     let frame_len = 14 + 20 + 8 + PAYLOAD;
-    let traffic_a = dataplane.endpoints().unwrap().traffic(lab.pod(a).host_ifindex).unwrap();
-    let traffic_b = dataplane.endpoints().unwrap().traffic(lab.pod(b).host_ifindex).unwrap();
+    let traffic_a = dataplane
+        .endpoints()
+        .unwrap()
+        .traffic(lab.pod(a).host_ifindex)
+        .unwrap();
+    let traffic_b = dataplane
+        .endpoints()
+        .unwrap()
+        .traffic(lab.pod(b).host_ifindex)
+        .unwrap();
     assert_eq!(traffic_a.from_pod_packets, DATAGRAMS, "{traffic_a:?}");
-    assert_eq!(traffic_a.from_pod_bytes, DATAGRAMS * frame_len, "{traffic_a:?}");
+    assert_eq!(
+        traffic_a.from_pod_bytes,
+        DATAGRAMS * frame_len,
+        "{traffic_a:?}"
+    );
     assert_eq!(traffic_b.to_pod_packets, DATAGRAMS, "{traffic_b:?}");
-    assert_eq!(traffic_b.to_pod_bytes, DATAGRAMS * frame_len, "{traffic_b:?}");
+    assert_eq!(
+        traffic_b.to_pod_bytes,
+        DATAGRAMS * frame_len,
+        "{traffic_b:?}"
+    );
     // Every datagram was answered: b sent as many replies as a received.
     assert_eq!(traffic_b.from_pod_packets, DATAGRAMS, "{traffic_b:?}");
     assert_eq!(traffic_a.to_pod_packets, DATAGRAMS, "{traffic_a:?}");
     assert_eq!(traffic_a.to_pod_bytes, traffic_b.from_pod_bytes);
     assert!(
-        dataplane.drop_counts().unwrap().iter().all(|(_, n)| *n == 0),
+        dataplane
+            .drop_counts()
+            .unwrap()
+            .iter()
+            .all(|(_, n)| *n == 0),
         "nothing dropped"
     );
 }
@@ -188,18 +208,41 @@ fn spoofed_source_is_dropped_on_real_traffic() {
         let pod = lab.pod(a);
         (pod.netns.name().to_string(), lab.node(pod.node).gateway)
     };
-    let honest = connect(lab.run_in_pod(a, connect_args(&b_addr, "udp", &[])).unwrap());
+    let honest = connect(
+        lab.run_in_pod(a, connect_args(&b_addr, "udp", &[]))
+            .unwrap(),
+    );
     assert_eq!(honest["ok"], true, "{honest}");
 
     // Give pod a a second address and make it the source of its traffic.
     let ip = |args: &[&str]| {
-        let status = Command::new("ip").args(["-n", &a_ns]).args(args).status().unwrap();
+        let status = Command::new("ip")
+            .args(["-n", &a_ns])
+            .args(args)
+            .status()
+            .unwrap();
         assert!(status.success(), "ip {args:?}");
     };
     ip(&["addr", "add", "10.244.1.99/32", "dev", "eth0"]);
-    ip(&["route", "replace", "10.0.0.0/8", "via", &gateway.to_string(), "dev", "eth0", "src", "10.244.1.99"]);
-    let spoofed = connect(lab.run_in_pod(a, connect_args(&b_addr, "udp", &[])).unwrap());
-    assert_eq!(spoofed["ok"], false, "a spoofed datagram must not get through: {spoofed}");
+    ip(&[
+        "route",
+        "replace",
+        "10.0.0.0/8",
+        "via",
+        &gateway.to_string(),
+        "dev",
+        "eth0",
+        "src",
+        "10.244.1.99",
+    ]);
+    let spoofed = connect(
+        lab.run_in_pod(a, connect_args(&b_addr, "udp", &[]))
+            .unwrap(),
+    );
+    assert_eq!(
+        spoofed["ok"], false,
+        "a spoofed datagram must not get through: {spoofed}"
+    );
     let spoof_drops = dataplane
         .drop_counts()
         .unwrap()
@@ -215,7 +258,11 @@ fn send_raw_frames(frames: &[Vec<u8>]) {
     // SAFETY: plain socket calls on a local descriptor with a fully initialised sockaddr_ll.
     unsafe {
         let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
-        assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
+        assert!(
+            fd >= 0,
+            "AF_PACKET socket: {}",
+            std::io::Error::last_os_error()
+        );
         let mut addr: libc::sockaddr_ll = std::mem::zeroed();
         addr.sll_family = libc::AF_PACKET as u16;
         addr.sll_ifindex = libc::if_nametoindex(c"eth0".as_ptr()) as i32;
@@ -229,7 +276,12 @@ fn send_raw_frames(frames: &[Vec<u8>]) {
                 (&addr as *const libc::sockaddr_ll).cast(),
                 std::mem::size_of::<libc::sockaddr_ll>() as u32,
             );
-            assert_eq!(sent, frame.len() as isize, "{}", std::io::Error::last_os_error());
+            assert_eq!(
+                sent,
+                frame.len() as isize,
+                "{}",
+                std::io::Error::last_os_error()
+            );
         }
         libc::close(fd);
     }
@@ -289,8 +341,19 @@ fn connect4_steers_a_service_vip_to_a_backend() {
     {
         let mut services = dataplane.services().unwrap();
         services.upsert_backend(1, backend).unwrap();
-        services.upsert_backend(2, ServiceBackend { port: 9000, ..backend }).unwrap();
-        for (port, proto, id) in [(80, skiff_common::IPPROTO_TCP, 1), (53, skiff_common::IPPROTO_UDP, 2)] {
+        services
+            .upsert_backend(
+                2,
+                ServiceBackend {
+                    port: 9000,
+                    ..backend
+                },
+            )
+            .unwrap();
+        for (port, proto, id) in [
+            (80, skiff_common::IPPROTO_TCP, 1),
+            (53, skiff_common::IPPROTO_UDP, 2),
+        ] {
             services
                 .set_service(ServiceFrontend { vip, port, proto }, &[id])
                 .unwrap();
@@ -304,7 +367,10 @@ fn connect4_steers_a_service_vip_to_a_backend() {
         let result = connect(lab.run_in_pod(a, connect_args(target, proto, &[])).unwrap());
         assert_eq!(result["ok"], true, "{proto} through the VIP: {result}");
         let answer = result["answer"].as_str().unwrap();
-        assert!(answer.starts_with("b 10.244.1.2:"), "answered by b, seeing a: {answer}");
+        assert!(
+            answer.starts_with("b 10.244.1.2:"),
+            "answered by b, seeing a: {answer}"
+        );
     }
     // The same connect from a process outside the lab cgroup is not rewritten, and the VIP
     // itself leads nowhere: the rewrite is what made the connections above work.

@@ -59,7 +59,14 @@ fn fixtures() -> Vec<Fixture> {
     let mut short_for_options = udp_from(POD_IP);
     short_for_options.truncate(ETH_HDR_LEN + 24);
     vec![
-        row("udp from the pod's own address", FromPod, udp_from(POD_IP), TC_ACT_OK, None, true),
+        row(
+            "udp from the pod's own address",
+            FromPod,
+            udp_from(POD_IP),
+            TC_ACT_OK,
+            None,
+            true,
+        ),
         row(
             "tcp syn from the pod's own address",
             FromPod,
@@ -68,7 +75,14 @@ fn fixtures() -> Vec<Fixture> {
             None,
             true,
         ),
-        row("arp passes uncounted", FromPod, arp_request(POD_IP, PEER_IP), TC_ACT_OK, None, false),
+        row(
+            "arp passes uncounted",
+            FromPod,
+            arp_request(POD_IP, PEER_IP),
+            TC_ACT_OK,
+            None,
+            false,
+        ),
         row(
             "spoofed source",
             FromPod,
@@ -85,7 +99,14 @@ fn fixtures() -> Vec<Fixture> {
             Some(DropReason::SpoofedSource),
             false,
         ),
-        row("ipv6 from a pod", FromPod, ipv6_frame(), TC_ACT_SHOT, Some(DropReason::UnsupportedProtocol), false),
+        row(
+            "ipv6 from a pod",
+            FromPod,
+            ipv6_frame(),
+            TC_ACT_SHOT,
+            Some(DropReason::UnsupportedProtocol),
+            false,
+        ),
         row(
             "version 6 in an ipv4 frame",
             FromPod,
@@ -119,8 +140,22 @@ fn fixtures() -> Vec<Fixture> {
             drop: None,
             counted: false,
         },
-        row("udp to the pod", ToPod, udp_from(PEER_IP), TC_ACT_OK, None, true),
-        row("arp to the pod passes uncounted", ToPod, arp_request(PEER_IP, POD_IP), TC_ACT_OK, None, false),
+        row(
+            "udp to the pod",
+            ToPod,
+            udp_from(PEER_IP),
+            TC_ACT_OK,
+            None,
+            true,
+        ),
+        row(
+            "arp to the pod passes uncounted",
+            ToPod,
+            arp_request(PEER_IP, POD_IP),
+            TC_ACT_OK,
+            None,
+            false,
+        ),
     ]
 }
 
@@ -145,7 +180,11 @@ fn tc_programs_match_every_fixture() {
     let mut failures = Vec::new();
     for fixture in fixtures() {
         if fixture.registered {
-            dataplane.endpoints().unwrap().upsert(LOOPBACK, POD_IP).unwrap();
+            dataplane
+                .endpoints()
+                .unwrap()
+                .upsert(LOOPBACK, POD_IP)
+                .unwrap();
         } else {
             dataplane.endpoints().unwrap().remove(LOOPBACK).unwrap();
         }
@@ -160,7 +199,10 @@ fn tc_programs_match_every_fixture() {
         let traffic_after = traffic(&mut dataplane);
         let mut problems = Vec::new();
         if outcome.verdict != fixture.verdict {
-            problems.push(format!("verdict {} (expected {})", outcome.verdict, fixture.verdict));
+            problems.push(format!(
+                "verdict {} (expected {})",
+                outcome.verdict, fixture.verdict
+            ));
         }
         if fixture.verdict == TC_ACT_OK && outcome.packet_out != fixture.packet {
             problems.push("a passed packet was modified".to_string());
@@ -168,7 +210,11 @@ fn tc_programs_match_every_fixture() {
         for ((reason, before), (_, after)) in drops_before.iter().zip(&drops_after) {
             let expected = u64::from(fixture.drop == Some(*reason));
             if after - before != expected {
-                problems.push(format!("drop counter {} moved by {}", reason.label(), after - before));
+                problems.push(format!(
+                    "drop counter {} moved by {}",
+                    reason.label(),
+                    after - before
+                ));
             }
         }
         let len = fixture.packet.len() as u64;
@@ -184,13 +230,19 @@ fn tc_programs_match_every_fixture() {
         };
         let expected = if fixture.counted { (1, len) } else { (0, 0) };
         if (packets, bytes) != expected {
-            problems.push(format!("counted {packets} packets / {bytes} bytes, expected {expected:?}"));
+            problems.push(format!(
+                "counted {packets} packets / {bytes} bytes, expected {expected:?}"
+            ));
         }
         if !problems.is_empty() {
             failures.push(format!("{}: {}", fixture.name, problems.join("; ")));
         }
     }
-    assert!(failures.is_empty(), "fixtures failed:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "fixtures failed:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -199,7 +251,11 @@ fn repeated_runs_count_every_packet() {
         return;
     }
     let mut dataplane = DataPlane::load(AttachMode::detect()).expect("load data plane");
-    dataplane.endpoints().unwrap().upsert(LOOPBACK, POD_IP).unwrap();
+    dataplane
+        .endpoints()
+        .unwrap()
+        .upsert(LOOPBACK, POD_IP)
+        .unwrap();
     let packet = udp_from(POD_IP);
     let outcome = dataplane
         .test_run(PodProgram::FromPod, &packet, LOOPBACK, 1000)

@@ -79,7 +79,14 @@ pub struct ServiceKey {
     pub slot: u16,
     pub _pad1: [u8; 2],
 }
-assert_layout!(ServiceKey, size = 12, vip = 0, port = 4, proto = 6, slot = 8);
+assert_layout!(
+    ServiceKey,
+    size = 12,
+    vip = 0,
+    port = 4,
+    proto = 6,
+    slot = 8
+);
 
 impl ServiceKey {
     pub const fn new(vip: u32, port: u16, proto: u8, slot: u16) -> Self {

@@ -178,12 +178,27 @@ impl Lab {
             next_pod_host: 2,
         };
         self.nodes.push(node);
-        sys::ip(&["-n", &lab_ns, "link", "add", &lab_side, "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
-        sys::ip(&["-n", &lab_ns, "link", "set", &lab_side, "master", "br0", "up"])?;
+        sys::ip(&[
+            "-n", &lab_ns, "link", "add", &lab_side, "type", "veth", "peer", "name", "eth0",
+            "netns", &ns,
+        ])?;
+        sys::ip(&[
+            "-n", &lab_ns, "link", "set", &lab_side, "master", "br0", "up",
+        ])?;
         sys::ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-        sys::ip(&["-n", &ns, "addr", "add", &format!("{address}/24"), "dev", "eth0"])?;
+        sys::ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{address}/24"),
+            "dev",
+            "eth0",
+        ])?;
         sys::ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
-        self.nodes[index].netns.run(|| sys::write_sysctl("net/ipv4/ip_forward", "1"))?;
+        self.nodes[index]
+            .netns
+            .run(|| sys::write_sysctl("net/ipv4/ip_forward", "1"))?;
         Ok(NodeId(index))
     }
 
@@ -216,15 +231,45 @@ impl Lab {
         });
         std::fs::create_dir(&cgroup).map_err(LabError::io(&cgroup))?;
         let hv = host_interface.as_str();
-        sys::ip(&["-n", &node_ns, "link", "add", hv, "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
-        sys::ip(&["-n", &node_ns, "addr", "add", &format!("{gateway}/32"), "dev", hv])?;
+        sys::ip(&[
+            "-n", &node_ns, "link", "add", hv, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+        ])?;
+        sys::ip(&[
+            "-n",
+            &node_ns,
+            "addr",
+            "add",
+            &format!("{gateway}/32"),
+            "dev",
+            hv,
+        ])?;
         sys::ip(&["-n", &node_ns, "link", "set", hv, "up"])?;
-        sys::ip(&["-n", &node_ns, "route", "add", &format!("{ip}/32"), "dev", hv])?;
+        sys::ip(&[
+            "-n",
+            &node_ns,
+            "route",
+            "add",
+            &format!("{ip}/32"),
+            "dev",
+            hv,
+        ])?;
         sys::ip(&["-n", &ns, "link", "set", "lo", "up"])?;
         sys::ip(&["-n", &ns, "addr", "add", &format!("{ip}/32"), "dev", "eth0"])?;
         sys::ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
-        sys::ip(&["-n", &ns, "route", "add", &gateway, "dev", "eth0", "scope", "link"])?;
-        sys::ip(&["-n", &ns, "route", "add", "10.0.0.0/8", "via", &gateway, "dev", "eth0"])?;
+        sys::ip(&[
+            "-n", &ns, "route", "add", &gateway, "dev", "eth0", "scope", "link",
+        ])?;
+        sys::ip(&[
+            "-n",
+            &ns,
+            "route",
+            "add",
+            "10.0.0.0/8",
+            "via",
+            &gateway,
+            "dev",
+            "eth0",
+        ])?;
         let host_ifindex = self.nodes[node_id.0].netns.run(|| sys::ifindex(hv))?;
         self.pods[index].host_ifindex = host_ifindex;
         Ok(PodId(index))
@@ -266,7 +311,11 @@ impl Lab {
 
     /// Runs `command` to completion in `pod`'s network namespace but outside every lab cgroup,
     /// as a container that escapes the socket hooks would.
-    pub fn run_in_pod_netns_only(&self, pod: PodId, command: Command) -> Result<std::process::Output> {
+    pub fn run_in_pod_netns_only(
+        &self,
+        pod: PodId,
+        command: Command,
+    ) -> Result<std::process::Output> {
         sys::output_in(command, self.pods[pod.0].netns.path(), None)
     }
 }

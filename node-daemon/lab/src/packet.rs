@@ -209,7 +209,10 @@ pub fn parse_ipv4(frame: &[u8]) -> Option<Ipv4Flow> {
     let proto = ip[9];
     let l4 = &ip[ihl..total];
     let checksums_ok = checksum(&ip[..ihl]) == 0
-        && finish(sum_words(l4, sum_words(&pseudo_header(src, dst, proto, l4.len()), 0))) == 0;
+        && finish(sum_words(
+            l4,
+            sum_words(&pseudo_header(src, dst, proto, l4.len()), 0),
+        )) == 0;
     Some(Ipv4Flow {
         src,
         dst,
@@ -251,8 +254,7 @@ mod tests {
 
     #[test]
     fn a_flipped_byte_breaks_the_checksum() {
-        let mut frame =
-            Ipv4Packet::udp(Ipv4Addr::LOCALHOST, 1, Ipv4Addr::LOCALHOST, 2).build();
+        let mut frame = Ipv4Packet::udp(Ipv4Addr::LOCALHOST, 1, Ipv4Addr::LOCALHOST, 2).build();
         let last = frame.len() - 1;
         frame[last] ^= 0xff;
         assert!(!parse_ipv4(&frame).unwrap().checksums_ok);

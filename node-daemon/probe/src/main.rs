@@ -17,7 +17,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
 #[derive(Parser)]
-#[command(version, about = "Skiff's test and demo workload: serve and connect probes")]
+#[command(
+    version,
+    about = "Skiff's test and demo workload: serve and connect probes"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -100,7 +103,13 @@ fn main() -> ExitCode {
             timeout_ms,
             count,
             size,
-        } => Ok(connect(&target, proto, Duration::from_millis(timeout_ms), count, size)),
+        } => Ok(connect(
+            &target,
+            proto,
+            Duration::from_millis(timeout_ms),
+            count,
+            size,
+        )),
     };
     result.unwrap_or_else(|e| {
         eprintln!("skiff-probe: {e:#}");
@@ -129,18 +138,24 @@ fn serve(
     let name = name.unwrap_or_else(default_name);
     let mut workers = Vec::new();
     for port in tcp {
-        let listener = TcpListener::bind((bind, port)).with_context(|| format!("binding tcp {port}"))?;
+        let listener =
+            TcpListener::bind((bind, port)).with_context(|| format!("binding tcp {port}"))?;
         let name = name.clone();
-        workers.push(thread::spawn(move || accept_loop(listener, name, answer_tcp)));
+        workers.push(thread::spawn(move || {
+            accept_loop(listener, name, answer_tcp)
+        }));
     }
     for port in http {
         let listener =
             TcpListener::bind((bind, port)).with_context(|| format!("binding http {port}"))?;
         let name = name.clone();
-        workers.push(thread::spawn(move || accept_loop(listener, name, answer_http)));
+        workers.push(thread::spawn(move || {
+            accept_loop(listener, name, answer_http)
+        }));
     }
     for port in udp {
-        let socket = UdpSocket::bind((bind, port)).with_context(|| format!("binding udp {port}"))?;
+        let socket =
+            UdpSocket::bind((bind, port)).with_context(|| format!("binding udp {port}"))?;
         let name = name.clone();
         workers.push(thread::spawn(move || udp_loop(socket, name)));
     }
@@ -250,14 +265,19 @@ fn resolve(target: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("{target} resolves to no address"))
 }
 
-fn connect_tcp(target: &str, timeout: Duration) -> anyhow::Result<(SocketAddr, SocketAddr, String)> {
+fn connect_tcp(
+    target: &str,
+    timeout: Duration,
+) -> anyhow::Result<(SocketAddr, SocketAddr, String)> {
     let addr = resolve(target)?;
     let mut stream = TcpStream::connect_timeout(&addr, timeout).context("connect")?;
     stream.set_read_timeout(Some(timeout))?;
     let local = stream.local_addr()?;
     let peer = stream.peer_addr()?;
     let mut answer = String::new();
-    stream.read_to_string(&mut answer).context("reading the answer")?;
+    stream
+        .read_to_string(&mut answer)
+        .context("reading the answer")?;
     Ok((local, peer, answer.trim().to_string()))
 }
 

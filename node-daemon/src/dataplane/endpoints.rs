@@ -33,7 +33,8 @@ impl<'a> Endpoints<'a> {
         let endpoints = endpoints.ok_or(DataPlaneError::MissingMap(names::ENDPOINTS))?;
         let traffic = traffic.ok_or(DataPlaneError::MissingMap(names::POD_TRAFFIC))?;
         Ok(Endpoints {
-            endpoints: HashMap::try_from(endpoints).map_err(DataPlaneError::map(names::ENDPOINTS))?,
+            endpoints: HashMap::try_from(endpoints)
+                .map_err(DataPlaneError::map(names::ENDPOINTS))?,
             traffic: PerCpuHashMap::try_from(traffic)
                 .map_err(DataPlaneError::map(names::POD_TRAFFIC))?,
         })
@@ -66,7 +67,8 @@ impl<'a> Endpoints<'a> {
         ] {
             match result {
                 Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
                 Err(e) => return Err(DataPlaneError::map(names::ENDPOINTS)(e)),
             }
         }

@@ -23,7 +23,7 @@ use skiff_common::programs;
 
 pub use endpoints::{EndpointTraffic, Endpoints};
 pub use error::DataPlaneError;
-pub use services::{Services, ServiceFrontend, ServiceBackend};
+pub use services::{ServiceBackend, ServiceFrontend, Services};
 pub use test_run::{PodProgram, TestRunOutcome};
 
 /// The eBPF object built by `build.rs` from `ebpf-programs/programs`.
@@ -63,7 +63,9 @@ impl DataPlane {
             .map_err(|e| DataPlaneError::Load(Box::new(e)))?;
         for name in [programs::FROM_POD, programs::TO_POD] {
             let program: &mut SchedClassifier = program_mut(&mut ebpf, name)?;
-            program.load().map_err(|e| DataPlaneError::program(name, e))?;
+            program
+                .load()
+                .map_err(|e| DataPlaneError::program(name, e))?;
         }
         let connect4: &mut CgroupSockAddr = program_mut(&mut ebpf, programs::SOCK_CONNECT4)?;
         connect4

@@ -37,7 +37,12 @@ impl fmt::Display for ServiceFrontend {
 
 impl ServiceFrontend {
     fn key(&self, slot: u16) -> ServiceKey {
-        ServiceKey::new(u32::from(self.vip).to_be(), self.port.to_be(), self.proto, slot)
+        ServiceKey::new(
+            u32::from(self.vip).to_be(),
+            self.port.to_be(),
+            self.proto,
+            slot,
+        )
     }
 }
 
@@ -65,7 +70,11 @@ impl<'a> Services<'a> {
         })
     }
 
-    pub fn upsert_backend(&mut self, id: u32, backend: ServiceBackend) -> Result<(), DataPlaneError> {
+    pub fn upsert_backend(
+        &mut self,
+        id: u32,
+        backend: ServiceBackend,
+    ) -> Result<(), DataPlaneError> {
         let value = Backend {
             ipv4: u32::from(backend.ip).to_be(),
             port: backend.port.to_be(),
