@@ -243,14 +243,17 @@ fn spoofed_source_is_dropped_on_real_traffic() {
         spoofed["ok"], false,
         "a spoofed datagram must not get through: {spoofed}"
     );
-    let spoof_drops = dataplane
+    let spoof_drops = drops(&dataplane, DropReason::SpoofedSource);
+    assert!(spoof_drops >= 1, "spoofed_source drops: {spoof_drops}");
+}
+
+fn drops(dataplane: &DataPlane, reason: DropReason) -> u64 {
+    dataplane
         .drop_counts()
         .unwrap()
         .into_iter()
-        .find(|(reason, _)| *reason == DropReason::SpoofedSource)
-        .unwrap()
-        .1;
-    assert!(spoof_drops >= 1, "spoofed_source drops: {spoof_drops}");
+        .find(|(r, _)| *r == reason)
+        .map_or(0, |(_, count)| count)
 }
 
 /// Sends raw Ethernet frames out of `eth0` in the calling thread's namespace.
@@ -308,13 +311,7 @@ fn truncated_and_malformed_frames_from_a_pod_are_dropped() {
     bad_ihl[14] = 0x4f; // IHL of 60 bytes in a 42-byte frame
     frames.push(bad_ihl);
     send_raw_frames_in(&lab, a, &frames);
-    let malformed = dataplane
-        .drop_counts()
-        .unwrap()
-        .into_iter()
-        .find(|(reason, _)| *reason == DropReason::MalformedPacket)
-        .unwrap()
-        .1;
+    let malformed = drops(&dataplane, DropReason::MalformedPacket);
     assert_eq!(malformed, frames.len() as u64);
 }
 

@@ -48,3 +48,7 @@ pub fn describe(command: &Command) -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+pub fn is_root() -> bool {
+    stdout_of(Command::new("id").arg("-u")).is_some_and(|uid| uid.trim() == "0")
+}

@@ -95,13 +95,15 @@ pub fn run(workspace: &Path) -> anyhow::Result<()> {
 
 fn missing_packages() -> Vec<&'static str> {
     let names: Vec<&str> = PACKAGES.iter().map(|(name, _)| *name).collect();
-    // One dpkg-query for all: "name ii " for installed packages.
-    let status = cmd::stdout_of(
-        Command::new("dpkg-query")
-            .args(["-W", "-f=${Package} ${db:Status-Abbrev}\n"])
-            .args(&names),
-    )
-    .unwrap_or_default();
+    // One dpkg-query for all: "name ii " for installed packages. It exits non-zero when any
+    // name is unknown to dpkg, yet still lists the others, so its status is not used.
+    let status = Command::new("dpkg-query")
+        .args(["-W", "-f=${Package} ${db:Status-Abbrev}\n"])
+        .args(&names)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_default();
     names
         .into_iter()
         .filter(|name| {
@@ -114,7 +116,7 @@ fn missing_packages() -> Vec<&'static str> {
 }
 
 fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
-    if !nix_is_root() {
+    if !cmd::is_root() {
         bail!(
             "installing {} needs root: run `sudo apt-get install {}` or rerun as root",
             packages.join(" "),
@@ -137,10 +139,6 @@ fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
     .context("installing Debian packages")
-}
-
-fn nix_is_root() -> bool {
-    cmd::stdout_of(Command::new("id").arg("-u")).is_some_and(|uid| uid.trim() == "0")
 }
 
 fn rustup_has_toolchain() -> bool {

@@ -18,7 +18,7 @@ pub fn run(cargo_test_args: &[String]) -> anyhow::Result<()> {
     cmd::run(cmd::cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
     println!("== build (the lab tests run skiff-probe)");
     cmd::run(cmd::cargo().args(["build", "--bins"]))?;
-    if !is_root() {
+    if !cmd::is_root() {
         let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
         if ci {
             bail!("CI=true but not running as root: the privileged tests must run in CI");
@@ -84,10 +84,6 @@ fn count_before(summary: &str, label: &str) -> u64 {
         })
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0)
-}
-
-fn is_root() -> bool {
-    cmd::stdout_of(std::process::Command::new("id").arg("-u")).is_some_and(|uid| uid.trim() == "0")
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use aya::{
 };
 use skiff_common::{names, DropReason, EndpointInfo, TrafficCounters};
 
-use super::DataPlaneError;
+use super::{ignore_missing, DataPlaneError};
 
 /// Traffic of one pod, summed over CPUs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -61,17 +61,11 @@ impl<'a> Endpoints<'a> {
     }
 
     pub fn remove(&mut self, ifindex: u32) -> Result<(), DataPlaneError> {
-        for result in [
-            self.endpoints.remove(&ifindex),
-            self.traffic.remove(&ifindex),
-        ] {
-            match result {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(MapError::SyscallError(e))
-                    if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
-                Err(e) => return Err(DataPlaneError::map(names::ENDPOINTS)(e)),
-            }
-        }
+        // The endpoint goes first, so the programs stop counting before the counters vanish.
+        ignore_missing(self.endpoints.remove(&ifindex))
+            .map_err(DataPlaneError::map(names::ENDPOINTS))?;
+        ignore_missing(self.traffic.remove(&ifindex))
+            .map_err(DataPlaneError::map(names::POD_TRAFFIC))?;
         Ok(())
     }
 

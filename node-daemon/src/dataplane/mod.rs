@@ -163,3 +163,16 @@ where
         .try_into()
         .map_err(|e| DataPlaneError::program(name, e))
 }
+
+/// Treats "no such element" as success: removing what is already gone is not an error.
+fn ignore_missing(result: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
+    match result {
+        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}

@@ -13,7 +13,7 @@ use aya::{
 };
 use skiff_common::{names, Backend, ServiceKey, ServiceValue, IPPROTO_TCP, IPPROTO_UDP};
 
-use super::DataPlaneError;
+use super::{ignore_missing, DataPlaneError};
 
 /// A service frontend: what clients connect to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -161,13 +161,5 @@ impl<'a> Services<'a> {
                     .map_err(DataPlaneError::map(names::SERVICES))
             })
             .collect()
-    }
-}
-
-fn ignore_missing(result: Result<(), MapError>) -> Result<(), MapError> {
-    match result {
-        Err(MapError::KeyNotFound) => Ok(()),
-        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-        other => other,
     }
 }
