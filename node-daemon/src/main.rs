@@ -117,7 +117,7 @@ fn run(
     let mut local_pods = Vec::new();
     for spec in pods {
         let (interface, ip) = parse_pod(spec)?;
-        let ifindex = nix_ifindex(&interface)?;
+        let ifindex = ifindex_of(&interface)?;
         dataplane.endpoints()?.upsert(ifindex, ip)?;
         dataplane
             .attach_pod_interface(&interface)
@@ -214,7 +214,7 @@ fn parse_service(spec: &str) -> anyhow::Result<(ServiceFrontend, Vec<ServiceBack
     ))
 }
 
-fn nix_ifindex(interface: &str) -> anyhow::Result<u32> {
+fn ifindex_of(interface: &str) -> anyhow::Result<u32> {
     let name = std::ffi::CString::new(interface)?;
     // SAFETY: a valid NUL-terminated string.
     let index = unsafe { libc::if_nametoindex(name.as_ptr()) };

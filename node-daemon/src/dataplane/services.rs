@@ -104,11 +104,7 @@ impl<'a> Services<'a> {
                 count: backend_ids.len(),
                 max: usize::from(u16::MAX) - 1,
             })?;
-        let old_count = self
-            .services
-            .get(&frontend.key(0), 0)
-            .map(|header| header.backend_count)
-            .unwrap_or(0);
+        let old_count = self.backend_count(frontend)?;
         for (slot, id) in (1u16..).zip(backend_ids) {
             let value = ServiceValue {
                 backend_id: *id,
@@ -134,11 +130,7 @@ impl<'a> Services<'a> {
 
     /// Removes `frontend`: header first, so no new connection picks a slot being removed.
     pub fn remove_service(&mut self, frontend: ServiceFrontend) -> Result<(), DataPlaneError> {
-        let old_count = self
-            .services
-            .get(&frontend.key(0), 0)
-            .map(|header| header.backend_count)
-            .unwrap_or(0);
+        let old_count = self.backend_count(frontend)?;
         for slot in 0..=old_count {
             ignore_missing(self.services.remove(&frontend.key(slot)))
                 .map_err(DataPlaneError::map(names::SERVICES))?;
@@ -148,12 +140,7 @@ impl<'a> Services<'a> {
 
     /// The backend ids the kernel holds for `frontend`, in slot order.
     pub fn backend_ids(&self, frontend: ServiceFrontend) -> Result<Vec<u32>, DataPlaneError> {
-        let count = match self.services.get(&frontend.key(0), 0) {
-            Ok(header) => header.backend_count,
-            Err(MapError::KeyNotFound) => return Ok(Vec::new()),
-            Err(e) => return Err(DataPlaneError::map(names::SERVICES)(e)),
-        };
-        (1..=count)
+        (1..=self.backend_count(frontend)?)
             .map(|slot| {
                 self.services
                     .get(&frontend.key(slot), 0)
@@ -161,5 +148,14 @@ impl<'a> Services<'a> {
                     .map_err(DataPlaneError::map(names::SERVICES))
             })
             .collect()
+    }
+
+    /// The backend count in `frontend`'s header; 0 when the service is not in the map.
+    fn backend_count(&self, frontend: ServiceFrontend) -> Result<u16, DataPlaneError> {
+        match self.services.get(&frontend.key(0), 0) {
+            Ok(header) => Ok(header.backend_count),
+            Err(MapError::KeyNotFound) => Ok(0),
+            Err(e) => Err(DataPlaneError::map(names::SERVICES)(e)),
+        }
     }
 }
