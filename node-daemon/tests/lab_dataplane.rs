@@ -171,7 +171,8 @@ fn counters_match_traffic(mode: AttachMode) {
             .unwrap()
             .iter()
             .all(|(_, n)| *n == 0),
-        "nothing dropped"
+        "nothing dropped: {:?}",
+        dataplane.drop_counts().unwrap()
     );
 }
 

@@ -4,8 +4,8 @@
 //! - a *lab* namespace holding a bridge and nothing else (no uplink, no default route);
 //! - *node* namespaces, each joined to the lab bridge by a veth, addressed `10.200.0.N/24`,
 //!   forwarding on, owning pod CIDR `10.244.N.0/24`;
-//! - *pod* namespaces behind a veth pair whose host side lives in the node namespace, with a
-//!   `/32` address, a route to the node's gateway address and `10.0.0.0/8` through it (pod and
+//! - *pod* namespaces behind a veth pair whose host side lives in the node namespace, IPv6
+//!   off (pods are IPv4-only), with a `/32` address, a route to the node's gateway address and `10.0.0.0/8` through it (pod and
 //!   service ranges), and nothing else;
 //! - a cgroup v2 subtree (found through /proc/mounts) with one cgroup per pod, where socket
 //!   programs attach and pod processes run;
@@ -230,6 +230,13 @@ impl Lab {
             cgroup: cgroup.clone(),
         });
         std::fs::create_dir(&cgroup).map_err(LabError::io(&cgroup))?;
+        // Pods are IPv4-only. Left on, IPv6 makes the pod's kernel send neighbour discovery
+        // at link-up, which the data plane rightly drops as an unsupported protocol; set
+        // before eth0 exists so the interface inherits it.
+        self.pods[index].netns.run(|| {
+            sys::write_sysctl("net/ipv6/conf/default/disable_ipv6", "1")?;
+            sys::write_sysctl("net/ipv6/conf/all/disable_ipv6", "1")
+        })?;
         let hv = host_interface.as_str();
         sys::ip(&[
             "-n", &node_ns, "link", "add", hv, "type", "veth", "peer", "name", "eth0", "netns", &ns,
