@@ -1,7 +1,10 @@
 //! `skiff-node`: the per-node daemon.
 //!
-//! Today it owns the eBPF data plane ([`dataplane`]): it loads the object built from
-//! `ebpf-programs/`, attaches the per-pod TC programs and the cgroup socket hooks, and is the
-//! only writer of the maps. Pod runtimes, joining the control plane and the reconcilers that
-//! feed the maps from cluster state arrive with the node-daemon, service and policy issues.
+//! - [`dataplane`]: loads the object built from `ebpf-programs/`, pins its maps and links on
+//!   bpffs, attaches the per-pod TC programs, the uplink program and the cgroup socket hooks.
+//! - [`service_lb`]: the service reconciler (the only writer of the service maps), Maglev
+//!   tables and health-check node ports.
+//!
+//! Pod runtimes and joining the control plane arrive with the node-daemon issue.
 pub mod dataplane;
+pub mod service_lb;

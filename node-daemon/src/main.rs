@@ -1,10 +1,23 @@
 //! `skiff-node`: the per-node daemon binary.
 
-use std::{net::Ipv4Addr, path::PathBuf, time::Duration};
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime},
+};
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand, ValueEnum};
-use skiff_node::dataplane::{AttachMode, DataPlane, ServiceBackend, ServiceFrontend};
+use skiff_node::{
+    dataplane::{
+        map_fullness, proto_name, remove_pins, AttachMode, Capacities, DataPlane, LoadOptions,
+        ServiceMaps,
+    },
+    service_lb::{health::HealthChecks, DesiredServices, ServiceReconciler},
+};
+
+/// Where a node keeps its pinned data plane unless told otherwise.
+const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/skiff";
 
 #[derive(Parser)]
 #[command(
@@ -19,32 +32,66 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Load every eBPF program into this kernel (running the verifier) and report what the
-    /// kernel supports. Attaches nothing.
+    /// kernel supports. Attaches and pins nothing.
     Check {
         /// TC attach mode to report on.
         #[arg(long, value_enum, default_value_t = AttachModeArg::Auto)]
         attach_mode: AttachModeArg,
     },
-    /// Load the data plane, attach it, and keep it attached until SIGINT/SIGTERM, logging
-    /// per-pod counters and drops. Run it inside the node's network namespace.
-    Run {
-        /// TC attach mode.
-        #[arg(long, value_enum, default_value_t = AttachModeArg::Auto)]
-        attach_mode: AttachModeArg,
-        /// cgroup v2 directory of this node's pods, for the socket load balancer. Never the
-        /// machine's root cgroup.
+    /// Load the data plane (reusing a pinned one), attach it, and keep the service maps in
+    /// step with a desired-state file until SIGINT/SIGTERM. The data plane stays pinned and
+    /// keeps forwarding after the daemon exits. Run it inside the node's network namespace.
+    Run(RunArgs),
+    /// List services and their backends as the kernel holds them, and how full each map is.
+    Services {
+        /// bpffs folder the node daemon pins its data plane in.
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+        /// Also print each Maglev frontend's table share per backend.
         #[arg(long)]
-        cgroup: Option<PathBuf>,
-        /// A local pod: host-side veth and pod address, as IFNAME=IP (repeatable).
-        #[arg(long = "pod", value_name = "IFNAME=IP")]
-        pods: Vec<String>,
-        /// A service: VIP:PORT/PROTO=IP:PORT[,IP:PORT...] (repeatable; PROTO is tcp or udp).
-        #[arg(long = "service", value_name = "FRONTEND=BACKENDS")]
-        services: Vec<String>,
-        /// Seconds between counter reports.
-        #[arg(long, default_value_t = 10)]
-        report_every: u64,
+        maglev: bool,
     },
+    /// Remove the pinned data plane: detaches every program and drops every map (tracked
+    /// connections included). For uninstalling, or after a map layout change.
+    Reset {
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// TC attach mode.
+    #[arg(long, value_enum, default_value_t = AttachModeArg::Auto)]
+    attach_mode: AttachModeArg,
+    /// bpffs folder for the pinned maps and links (created if missing).
+    #[arg(long, default_value = DEFAULT_PIN_DIR)]
+    pin_dir: PathBuf,
+    /// cgroup v2 directory whose processes get socket-level load balancing: this node's pod
+    /// subtree and the node's own processes (repeatable). Never the machine's root cgroup.
+    #[arg(long = "cgroup", value_name = "DIR")]
+    cgroups: Vec<PathBuf>,
+    /// The node's uplink interface: NodePort traffic and replies from other nodes enter here.
+    #[arg(long, value_name = "IFNAME")]
+    uplink: Option<String>,
+    /// A local pod: host-side veth and pod address, as IFNAME=IP (repeatable).
+    #[arg(long = "pod", value_name = "IFNAME=IP")]
+    pods: Vec<String>,
+    /// Desired services and endpoints (JSON, see docs/services.md); re-read when it changes.
+    #[arg(long, value_name = "FILE")]
+    services: Option<PathBuf>,
+    /// Capacity of the conntrack map (entries; a translated flow takes two).
+    #[arg(long, default_value_t = Capacities::default().conntrack)]
+    conntrack_entries: u32,
+    /// Capacity of the service map (entries: one per frontend plus one per backend slot).
+    #[arg(long, default_value_t = Capacities::default().services)]
+    service_entries: u32,
+    /// Capacity of the backend map.
+    #[arg(long, default_value_t = Capacities::default().backends)]
+    backend_entries: u32,
+    /// Seconds between counter reports in the log.
+    #[arg(long, default_value_t = 10)]
+    report_every: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -85,13 +132,13 @@ fn run_cli() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Check { attach_mode } => check(attach_mode),
-        Command::Run {
-            attach_mode,
-            cgroup,
-            pods,
-            services,
-            report_every,
-        } => run(attach_mode, cgroup, &pods, &services, report_every),
+        Command::Run(args) => run(args),
+        Command::Services { pin_dir, maglev } => print_services(&pin_dir, maglev),
+        Command::Reset { pin_dir } => {
+            remove_pins(&pin_dir)?;
+            println!("removed {}", pin_dir.display());
+            Ok(())
+        }
     }
 }
 
@@ -103,19 +150,36 @@ fn check(attach_mode: AttachModeArg) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run(
-    attach_mode: AttachModeArg,
-    cgroup: Option<PathBuf>,
-    pods: &[String],
-    services: &[String],
-    report_every: u64,
-) -> anyhow::Result<()> {
-    let mode = attach_mode.resolve();
-    let mut dataplane = DataPlane::load(mode).context("loading the eBPF data plane")?;
-    tracing::info!(?mode, "data plane loaded");
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mode = args.attach_mode.resolve();
+    let options = LoadOptions {
+        attach_mode: mode,
+        pin_dir: Some(args.pin_dir.clone()),
+        capacities: Capacities {
+            conntrack: args.conntrack_entries,
+            services: args.service_entries,
+            backends: args.backend_entries,
+            ..Capacities::default()
+        },
+    };
+    let mut dataplane = DataPlane::load_with(&options).context("loading the eBPF data plane")?;
+    tracing::info!(?mode, pin_dir = %args.pin_dir.display(), "data plane loaded");
+
+    // The reconciler adopts what the pinned maps hold before anything is attached, so the
+    // programs never see a flushed map.
+    let mut reconciler = ServiceReconciler::new(dataplane.take_service_maps()?)?;
+    tracing::info!(
+        frontends = reconciler.frontend_count(),
+        "service maps adopted"
+    );
+    let mut health = HealthChecks::new();
+    let mut desired_file = args.services.as_deref().map(DesiredFile::new);
+    if let Some(file) = &mut desired_file {
+        file.apply_if_changed(&mut reconciler, &mut health);
+    }
 
     let mut local_pods = Vec::new();
-    for spec in pods {
+    for spec in &args.pods {
         let (interface, ip) = parse_pod(spec)?;
         let ifindex = ifindex_of(&interface)?;
         dataplane.endpoints()?.upsert(ifindex, ip)?;
@@ -125,34 +189,36 @@ fn run(
         tracing::info!(%interface, ifindex, %ip, "pod attached");
         local_pods.push((interface, ifindex));
     }
-    let mut next_backend_id = 1u32;
-    for spec in services {
-        let (frontend, backends) = parse_service(spec)?;
-        let mut ids = Vec::new();
-        let mut table = dataplane.services()?;
-        for backend in backends {
-            table.upsert_backend(next_backend_id, backend)?;
-            ids.push(next_backend_id);
-            next_backend_id += 1;
-        }
-        table.set_service(frontend, &ids)?;
-        tracing::info!(%frontend, backends = ids.len(), "service programmed");
+    if let Some(uplink) = &args.uplink {
+        dataplane
+            .attach_uplink(uplink)
+            .with_context(|| format!("--uplink {uplink}"))?;
+        tracing::info!(%uplink, "uplink attached");
     }
-    if let Some(cgroup) = &cgroup {
+    for cgroup in &args.cgroups {
         dataplane.attach_cgroup(cgroup)?;
         tracing::info!(cgroup = %cgroup.display(), "socket load balancer attached");
     }
+    println!("ready");
 
     let signals = signals::Waiter::new()?;
-    while !signals.wait(Duration::from_secs(report_every.max(1))) {
+    let mut since_report = Duration::ZERO;
+    let tick = Duration::from_millis(200);
+    while !signals.wait(tick) {
+        if let Some(file) = &mut desired_file {
+            file.apply_if_changed(&mut reconciler, &mut health);
+        }
+        since_report += tick;
+        if since_report < Duration::from_secs(args.report_every.max(1)) {
+            continue;
+        }
+        since_report = Duration::ZERO;
         for (interface, ifindex) in &local_pods {
             let t = dataplane.endpoints()?.traffic(*ifindex)?;
             tracing::info!(
                 %interface,
                 from_pod_packets = t.from_pod_packets,
-                from_pod_bytes = t.from_pod_bytes,
                 to_pod_packets = t.to_pod_packets,
-                to_pod_bytes = t.to_pod_bytes,
                 "pod traffic"
             );
         }
@@ -162,7 +228,128 @@ fn run(
             }
         }
     }
-    tracing::info!("stopping; links are removed with the process");
+    tracing::info!("stopping; the pinned data plane keeps forwarding (`skiff-node reset` removes it)");
+    Ok(())
+}
+
+/// The `--services` file: applied when its modification time changes. A file that does not
+/// parse or validate is reported and ignored, so the last good state stays in the kernel.
+struct DesiredFile {
+    path: PathBuf,
+    applied: Option<SystemTime>,
+}
+
+impl DesiredFile {
+    fn new(path: &Path) -> DesiredFile {
+        DesiredFile {
+            path: path.to_path_buf(),
+            applied: None,
+        }
+    }
+
+    fn apply_if_changed(&mut self, reconciler: &mut ServiceReconciler, health: &mut HealthChecks) {
+        let modified = match std::fs::metadata(&self.path).and_then(|m| m.modified()) {
+            Ok(modified) => modified,
+            Err(e) => {
+                if self.applied.is_some() {
+                    tracing::warn!(file = %self.path.display(), error = %e, "cannot read services file; keeping the last state");
+                }
+                return;
+            }
+        };
+        if self.applied == Some(modified) {
+            return;
+        }
+        self.applied = Some(modified);
+        match self.load().and_then(|desired| {
+            let stats = reconciler.reconcile(&desired)?;
+            health.update(&desired).context("opening health-check node ports")?;
+            Ok(stats)
+        }) {
+            Ok(stats) => tracing::info!(?stats, "services reconciled"),
+            Err(e) => tracing::error!(file = %self.path.display(), "services file rejected, kernel state unchanged: {e:#}"),
+        }
+    }
+
+    fn load(&self) -> anyhow::Result<DesiredServices> {
+        let text = std::fs::read_to_string(&self.path)
+            .with_context(|| format!("reading {}", self.path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", self.path.display()))
+    }
+}
+
+fn print_services(pin_dir: &Path, maglev: bool) -> anyhow::Result<()> {
+    let maps = ServiceMaps::open_pinned(pin_dir)
+        .with_context(|| format!("no Skiff data plane pinned in {} (is skiff-node running there? --pin-dir)", pin_dir.display()))?;
+    let snapshot = maps.snapshot()?;
+    println!("{:<26} {:>4} {:<22} BACKENDS", "FRONTEND", "ID", "MODE");
+    for (frontend, entry) in &snapshot.frontends {
+        let flags = entry.header.flags;
+        let mut mode = Vec::new();
+        if flags & skiff_common::SVC_FLAG_NODE_PORT != 0 {
+            mode.push("nodeport");
+        }
+        if flags & skiff_common::SVC_FLAG_MASQUERADE != 0 {
+            mode.push("masq");
+        }
+        if flags & skiff_common::SVC_FLAG_MAGLEV != 0 {
+            mode.push("maglev");
+        } else {
+            mode.push("random");
+        }
+        let affinity;
+        if flags & skiff_common::SVC_FLAG_AFFINITY != 0 {
+            affinity = format!("affinity={}s", entry.header.affinity_timeout_secs);
+            mode.push(&affinity);
+        }
+        let backends: Vec<String> = entry
+            .backend_ids
+            .iter()
+            .map(|id| match snapshot.backends.get(id) {
+                Some(b) => format!("{}:{}", b.ip, b.port),
+                None => format!("#{id}?"),
+            })
+            .collect();
+        let backends = if backends.is_empty() {
+            "(none: refuses)".to_string()
+        } else {
+            backends.join(" ")
+        };
+        println!(
+            "{:<26} {:>4} {:<22} {}",
+            format!("{}:{}/{}", frontend.addr, frontend.port, proto_name(frontend.proto)),
+            entry.header.frontend_id,
+            mode.join(","),
+            backends
+        );
+        if maglev {
+            let table = maps.maglev_table(entry)?;
+            for id in &entry.backend_ids {
+                let share = table.iter().filter(|t| *t == id).count();
+                println!("{:>32} backend #{id}: {share}/{} table positions", "", table.len());
+            }
+        }
+    }
+    let draining: Vec<String> = snapshot
+        .backends
+        .iter()
+        .filter(|(_, b)| !b.active)
+        .map(|(id, b)| format!("#{id} {}:{}", b.ip, b.port))
+        .collect();
+    if !draining.is_empty() {
+        println!("draining (existing flows only): {}", draining.join(", "));
+    }
+    println!();
+    println!("{:<14} {:>10} {:>10} {:>6}", "MAP", "ENTRIES", "CAPACITY", "FULL");
+    for m in map_fullness(pin_dir)? {
+        println!(
+            "{:<14} {:>10} {:>10} {:>5.1}%",
+            m.map,
+            m.entries,
+            m.capacity,
+            100.0 * m.entries as f64 / m.capacity.max(1) as f64
+        );
+    }
     Ok(())
 }
 
@@ -174,44 +361,6 @@ fn parse_pod(spec: &str) -> anyhow::Result<(String, Ipv4Addr)> {
         .parse()
         .with_context(|| format!("--pod {spec:?}: {ip:?} is not an IPv4 address"))?;
     Ok((interface.to_string(), ip))
-}
-
-fn parse_service(spec: &str) -> anyhow::Result<(ServiceFrontend, Vec<ServiceBackend>)> {
-    let usage =
-        "expected VIP:PORT/PROTO=IP:PORT[,IP:PORT...], e.g. 10.96.0.10:80/tcp=10.244.1.2:8080";
-    let (frontend, backends) = spec
-        .split_once('=')
-        .with_context(|| format!("--service {spec:?}: {usage}"))?;
-    let (addr, proto) = frontend
-        .split_once('/')
-        .with_context(|| format!("--service {spec:?}: missing /PROTO; {usage}"))?;
-    let proto = match proto {
-        "tcp" => skiff_common::IPPROTO_TCP,
-        "udp" => skiff_common::IPPROTO_UDP,
-        other => bail!("--service {spec:?}: protocol {other:?} is not tcp or udp"),
-    };
-    let addr: std::net::SocketAddrV4 = addr
-        .parse()
-        .with_context(|| format!("--service {spec:?}: {addr:?} is not VIP:PORT"))?;
-    let backends = backends
-        .split(',')
-        .map(|b| {
-            b.parse::<std::net::SocketAddrV4>()
-                .map(|a| ServiceBackend {
-                    ip: *a.ip(),
-                    port: a.port(),
-                })
-                .with_context(|| format!("--service {spec:?}: backend {b:?} is not IP:PORT"))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok((
-        ServiceFrontend {
-            vip: *addr.ip(),
-            port: addr.port(),
-            proto,
-        },
-        backends,
-    ))
 }
 
 fn ifindex_of(interface: &str) -> anyhow::Result<u32> {

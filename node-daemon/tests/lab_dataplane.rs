@@ -4,7 +4,6 @@
 
 use std::{
     io::{BufRead as _, BufReader},
-    net::Ipv4Addr,
     process::{Command, Stdio},
 };
 
@@ -12,7 +11,7 @@ use aya::programs::{SchedClassifier, TcAttachType};
 use serde_json::Value;
 use skiff_common::DropReason;
 use skiff_lab::{packet::Ipv4Packet, Lab, PodId};
-use skiff_node::dataplane::{AttachMode, DataPlane, ServiceBackend, ServiceFrontend};
+use skiff_node::dataplane::{AttachMode, DataPlane};
 
 /// A lab with one node and two pods, `a` and `b`, both registered and attached.
 struct Setup {
@@ -318,63 +317,4 @@ fn truncated_and_malformed_frames_from_a_pod_are_dropped() {
 
 fn send_raw_frames_in(lab: &Lab, pod: PodId, frames: &[Vec<u8>]) {
     lab.pod(pod).netns.run(|| send_raw_frames(frames));
-}
-
-#[test]
-fn connect4_steers_a_service_vip_to_a_backend() {
-    if !skiff_lab::privileged() {
-        return;
-    }
-    let Setup {
-        mut lab,
-        a,
-        b,
-        mut dataplane,
-    } = setup(AttachMode::detect());
-    let vip = Ipv4Addr::new(10, 96, 0, 10);
-    let backend = ServiceBackend {
-        ip: lab.pod(b).ip,
-        port: 8080,
-    };
-    {
-        let mut services = dataplane.services().unwrap();
-        services.upsert_backend(1, backend).unwrap();
-        services
-            .upsert_backend(
-                2,
-                ServiceBackend {
-                    port: 9000,
-                    ..backend
-                },
-            )
-            .unwrap();
-        for (port, proto, id) in [
-            (80, skiff_common::IPPROTO_TCP, 1),
-            (53, skiff_common::IPPROTO_UDP, 2),
-        ] {
-            services
-                .set_service(ServiceFrontend { vip, port, proto }, &[id])
-                .unwrap();
-        }
-    }
-    let cgroup = lab.cgroup().to_path_buf();
-    dataplane.attach_cgroup(&cgroup).expect("attach connect4");
-    serve(&mut lab, b, &["--tcp", "8080", "--udp", "9000"]);
-
-    for (target, proto) in [("10.96.0.10:80", "tcp"), ("10.96.0.10:53", "udp")] {
-        let result = connect(lab.run_in_pod(a, connect_args(target, proto, &[])).unwrap());
-        assert_eq!(result["ok"], true, "{proto} through the VIP: {result}");
-        let answer = result["answer"].as_str().unwrap();
-        assert!(
-            answer.starts_with("b 10.244.1.2:"),
-            "answered by b, seeing a: {answer}"
-        );
-    }
-    // The same connect from a process outside the lab cgroup is not rewritten, and the VIP
-    // itself leads nowhere: the rewrite is what made the connections above work.
-    let escaped = connect(
-        lab.run_in_pod_netns_only(a, connect_args("10.96.0.10:80", "tcp", &[]))
-            .unwrap(),
-    );
-    assert_eq!(escaped["ok"], false, "{escaped}");
 }

@@ -13,14 +13,21 @@ pub enum DropReason {
     MalformedPacket = 1,
     /// A pod sent a packet of a network protocol Skiff does not route for pods (e.g. IPv6).
     UnsupportedProtocol = 2,
+    /// A packet to a service frontend that has no usable backend (none ready, or for
+    /// `externalTrafficPolicy: Local` none on this node).
+    NoServiceBackend = 3,
+    /// Masquerading an external client found no free source port on the node address.
+    NatPortsExhausted = 4,
 }
 
 impl DropReason {
     /// Every reason, in index order.
-    pub const ALL: [DropReason; 3] = [
+    pub const ALL: [DropReason; 5] = [
         DropReason::SpoofedSource,
         DropReason::MalformedPacket,
         DropReason::UnsupportedProtocol,
+        DropReason::NoServiceBackend,
+        DropReason::NatPortsExhausted,
     ];
 
     /// Number of slots the `DROP_COUNTERS` array needs.
@@ -36,6 +43,8 @@ impl DropReason {
             DropReason::SpoofedSource => "spoofed_source",
             DropReason::MalformedPacket => "malformed_packet",
             DropReason::UnsupportedProtocol => "unsupported_protocol",
+            DropReason::NoServiceBackend => "no_service_backend",
+            DropReason::NatPortsExhausted => "nat_ports_exhausted",
         }
     }
 

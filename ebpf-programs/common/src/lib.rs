@@ -12,11 +12,15 @@
 //! The `user` feature adds `aya::Pod` impls for user space; the eBPF crate builds without it.
 #![no_std]
 
+mod conntrack;
 mod drop_reason;
 mod maps;
+mod service;
 
+pub use conntrack::*;
 pub use drop_reason::DropReason;
 pub use maps::*;
+pub use service::*;
 
 /// Asserts a type's size and field offsets at compile time.
 #[macro_export]

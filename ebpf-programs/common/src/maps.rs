@@ -9,6 +9,23 @@ pub mod names {
     pub const DROP_COUNTERS: &str = "DROP_COUNTERS";
     pub const SERVICES: &str = "SERVICES";
     pub const BACKENDS: &str = "BACKENDS";
+    pub const MAGLEV: &str = "MAGLEV";
+    pub const AFFINITY: &str = "AFFINITY";
+    pub const SOCK_NAT: &str = "SOCK_NAT";
+    pub const CONNTRACK: &str = "CONNTRACK";
+
+    /// Every map, in the order inspection lists them.
+    pub const ALL: [&str; 9] = [
+        ENDPOINTS,
+        POD_TRAFFIC,
+        DROP_COUNTERS,
+        SERVICES,
+        BACKENDS,
+        MAGLEV,
+        AFFINITY,
+        SOCK_NAT,
+        CONNTRACK,
+    ];
 }
 
 /// Program names as they appear in the eBPF object.
@@ -17,19 +34,39 @@ pub mod programs {
     pub const FROM_POD: &str = "from_pod";
     /// TC program for packets delivered to a pod (egress of its host-side veth).
     pub const TO_POD: &str = "to_pod";
-    /// cgroup `connect4` hook: socket-level service load balancing.
+    /// TC program on the node's uplink ingress: NodePort and replies of NAT'd flows.
+    pub const FROM_NETWORK: &str = "from_network";
+    /// cgroup `connect4` hook: socket-level service load balancing (TCP and connected UDP).
     pub const SOCK_CONNECT4: &str = "sock_connect4";
+    /// cgroup `sendmsg4` hook: unconnected UDP `sendto()` to a service.
+    pub const SOCK_SENDMSG4: &str = "sock_sendmsg4";
+    /// cgroup `recvmsg4` hook: UDP replies appear to come from the service address.
+    pub const SOCK_RECVMSG4: &str = "sock_recvmsg4";
+    /// cgroup `getpeername4` hook: connected sockets report the service address as peer.
+    pub const SOCK_GETPEERNAME4: &str = "sock_getpeername4";
+
+    /// The cgroup socket hooks, attached together.
+    pub const SOCK_HOOKS: [&str; 4] = [
+        SOCK_CONNECT4,
+        SOCK_SENDMSG4,
+        SOCK_RECVMSG4,
+        SOCK_GETPEERNAME4,
+    ];
 }
 
 /// Default capacities. The node daemon may load the object with other sizes.
 pub mod capacity {
     pub const ENDPOINTS: u32 = 4096;
-    pub const SERVICES: u32 = 65536;
-    pub const BACKENDS: u32 = 65536;
+    /// Entries, not services: a service port takes one header plus one entry per backend.
+    pub const SERVICES: u32 = 262_144;
+    pub const BACKENDS: u32 = 65_536;
+    /// Entries: each Maglev frontend takes `2 * MAGLEV_TABLE_SIZE` (two generations).
+    pub const MAGLEV: u32 = 2 * crate::MAGLEV_TABLE_SIZE * 64;
+    pub const AFFINITY: u32 = 65_536;
+    pub const SOCK_NAT: u32 = 131_072;
+    /// Entries: a translated flow takes two (forward and reply).
+    pub const CONNTRACK: u32 = 262_144;
 }
-
-pub const IPPROTO_TCP: u8 = 6;
-pub const IPPROTO_UDP: u8 = 17;
 
 /// A local pod as the per-pod TC programs see it, keyed by the host-side veth's ifindex.
 #[repr(C)]
@@ -61,69 +98,6 @@ assert_layout!(
     to_pod_bytes = 24,
 );
 
-/// Key of the `SERVICES` map: one service frontend (VIP, port, protocol) and a slot.
-///
-/// Slot 0 is the service's header ([`ServiceValue::backend_count`]); slots `1..=count` each
-/// name one backend. Writers fill the backend slots first and switch the header last, so a
-/// lookup never sees a count that covers unwritten slots.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct ServiceKey {
-    /// Virtual IPv4 address, network byte order.
-    pub vip: u32,
-    /// Service port, network byte order.
-    pub port: u16,
-    /// IP protocol number ([`IPPROTO_TCP`] or [`IPPROTO_UDP`]).
-    pub proto: u8,
-    pub _pad0: u8,
-    pub slot: u16,
-    pub _pad1: [u8; 2],
-}
-assert_layout!(
-    ServiceKey,
-    size = 12,
-    vip = 0,
-    port = 4,
-    proto = 6,
-    slot = 8
-);
-
-impl ServiceKey {
-    pub const fn new(vip: u32, port: u16, proto: u8, slot: u16) -> Self {
-        Self {
-            vip,
-            port,
-            proto,
-            _pad0: 0,
-            slot,
-            _pad1: [0; 2],
-        }
-    }
-}
-
-/// Value of the `SERVICES` map. In slot 0 only `backend_count` is meaningful; in the other
-/// slots only `backend_id`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ServiceValue {
-    pub backend_id: u32,
-    pub backend_count: u16,
-    pub _pad0: [u8; 2],
-}
-assert_layout!(ServiceValue, size = 8, backend_id = 0, backend_count = 4);
-
-/// Value of the `BACKENDS` map, keyed by a `u32` backend id.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Backend {
-    /// Endpoint IPv4 address, network byte order.
-    pub ipv4: u32,
-    /// Endpoint port, network byte order.
-    pub port: u16,
-    pub _pad0: [u8; 2],
-}
-assert_layout!(Backend, size = 8, ipv4 = 0, port = 4);
-
 #[cfg(feature = "user")]
 mod pod_impls {
     use super::*;
@@ -131,7 +105,4 @@ mod pod_impls {
     // fields, so every bit pattern is valid and no byte is uninitialised.
     unsafe impl aya::Pod for EndpointInfo {}
     unsafe impl aya::Pod for TrafficCounters {}
-    unsafe impl aya::Pod for ServiceKey {}
-    unsafe impl aya::Pod for ServiceValue {}
-    unsafe impl aya::Pod for Backend {}
 }

@@ -1,12 +1,13 @@
 //! Every map of the object. Names and capacities come from `skiff_common` so user space
-//! opens the same maps by the same names.
+//! opens the same maps by the same names (and pins them under the same file names).
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray, PerCpuHashMap},
+    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use skiff_common::{
-    capacity, Backend, DropReason, EndpointInfo, ServiceKey, ServiceValue, TrafficCounters,
+    capacity, AffinityKey, AffinityValue, Backend, CtKey, CtValue, DropReason, EndpointInfo,
+    MaglevKey, ServiceKey, ServiceValue, SockNatKey, SockNatValue, TrafficCounters,
 };
 
 /// Local pods by host-side veth ifindex. Written only by the node daemon's endpoint reconciler.
@@ -23,14 +24,34 @@ pub static POD_TRAFFIC: PerCpuHashMap<u32, TrafficCounters> =
 #[map]
 pub static DROP_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DropReason::COUNT, 0);
 
-/// Service frontends: slot 0 is the header, slots 1..=n the backend ids.
+/// Service frontends: slot 0 is the header, slots 1..=count the active backend ids.
+/// Written only by the service reconciler.
 #[map]
 pub static SERVICES: HashMap<ServiceKey, ServiceValue> =
     HashMap::with_max_entries(capacity::SERVICES, 0);
 
-/// Backends by id.
+/// Backends by id. Written only by the service reconciler.
 #[map]
 pub static BACKENDS: HashMap<u32, Backend> = HashMap::with_max_entries(capacity::BACKENDS, 0);
+
+/// Maglev lookup tables of the frontends that use Maglev: backend id by (frontend, index).
+#[map]
+pub static MAGLEV: HashMap<MaglevKey, u32> = HashMap::with_max_entries(capacity::MAGLEV, 0);
+
+/// `sessionAffinity: ClientIP` memory: written by the programs, bounded by LRU eviction.
+#[map]
+pub static AFFINITY: LruHashMap<AffinityKey, AffinityValue> =
+    LruHashMap::with_max_entries(capacity::AFFINITY, 0);
+
+/// What the socket hooks remember per socket (backend chosen, service address to report).
+#[map]
+pub static SOCK_NAT: LruHashMap<SockNatKey, SockNatValue> =
+    LruHashMap::with_max_entries(capacity::SOCK_NAT, 0);
+
+/// Connection tracking of the per-packet NAT path.
+#[map]
+pub static CONNTRACK: LruHashMap<CtKey, CtValue> =
+    LruHashMap::with_max_entries(capacity::CONNTRACK, 0);
 
 #[inline(always)]
 pub fn count_drop(reason: DropReason) {

@@ -7,6 +7,14 @@ pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_ARP: u16 = 0x0806;
 pub const IPV4_MIN_HDR_LEN: usize = 20;
 
+/// Offsets inside the IPv4 header of the fields NAT rewrites.
+pub const IPV4_CHECK_OFF: usize = 10;
+pub const IPV4_SADDR_OFF: usize = 12;
+pub const IPV4_DADDR_OFF: usize = 16;
+/// Offsets of the checksum inside the TCP and UDP headers.
+pub const TCP_CHECK_OFF: usize = 16;
+pub const UDP_CHECK_OFF: usize = 6;
+
 /// Returns a pointer to `len` bytes at `offset`, or `None` when the packet is shorter.
 /// The explicit comparison against `data_end` is what lets the verifier accept the access.
 #[inline(always)]
@@ -22,8 +30,14 @@ pub fn ptr_at<T>(ctx: &TcContext, offset: usize) -> Option<*const T> {
 
 /// The fields of an IPv4 header the data plane reads.
 pub struct Ipv4Header {
-    /// Source address, network byte order.
+    /// Addresses in network byte order.
     pub saddr: u32,
+    pub daddr: u32,
+    pub protocol: u8,
+    /// Header length in bytes (IHL * 4).
+    pub header_len: usize,
+    /// Part of a fragmented datagram (more-fragments set or a non-zero offset).
+    pub fragmented: bool,
 }
 
 #[repr(C)]
@@ -62,5 +76,28 @@ pub fn ipv4(ctx: &TcContext) -> Option<Ipv4Header> {
     if header_len < IPV4_MIN_HDR_LEN || ctx.data() + ETH_HDR_LEN + header_len > ctx.data_end() {
         return None;
     }
-    Some(Ipv4Header { saddr: raw.saddr })
+    // Flags and offset: MF is 0x2000, the offset the low 13 bits (host order).
+    let frag = u16::from_be(raw.frag_off);
+    Some(Ipv4Header {
+        saddr: raw.saddr,
+        daddr: raw.daddr,
+        protocol: raw.protocol,
+        header_len,
+        fragmented: frag & 0x3fff != 0,
+    })
+}
+
+/// Source and destination ports (network byte order) of a TCP or UDP packet whose IPv4
+/// header is `ip`; `None` when the transport header is cut off.
+#[inline(always)]
+pub fn ports(ctx: &TcContext, ip: &Ipv4Header) -> Option<(u16, u16)> {
+    let offset = ETH_HDR_LEN + ip.header_len;
+    // Re-bound the variable offset so the verifier can track it (IHL <= 15 words).
+    if offset > ETH_HDR_LEN + 60 {
+        return None;
+    }
+    let raw: *const [u16; 2] = ptr_at(ctx, offset)?;
+    // SAFETY: bounds checked by ptr_at.
+    let raw = unsafe { raw.read_unaligned() };
+    Some((raw[0], raw[1]))
 }

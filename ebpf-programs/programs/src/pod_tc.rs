@@ -1,7 +1,8 @@
-//! TC programs on a pod's host-side veth.
+//! TC programs on a pod's host-side veth, and on the node's uplink.
 //!
-//! Packets on interfaces that are not in `ENDPOINTS` pass untouched: the programs only
-//! judge traffic of pods the node daemon registered.
+//! Packets on veths that are not in `ENDPOINTS` pass untouched: the pod programs only judge
+//! traffic of pods the node daemon registered. `from_network` only touches packets for
+//! NodePort frontends and replies of flows the data plane translated.
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
@@ -12,6 +13,7 @@ use skiff_common::{DropReason, EndpointInfo, TrafficCounters};
 
 use crate::{
     maps::{count_drop, ENDPOINTS, POD_TRAFFIC},
+    nat::{self, Ingress},
     packet::{ethertype, ipv4, ETH_P_ARP, ETH_P_IP},
 };
 
@@ -29,12 +31,26 @@ pub fn from_pod(ctx: TcContext) -> i32 {
         return TC_ACT_OK;
     };
     match check_from_pod(&ctx, &endpoint) {
-        Ok(counted) => {
-            if counted {
-                count_traffic(ifindex, Direction::FromPod, ctx.len());
-            }
-            TC_ACT_OK
+        Ok(()) => TC_ACT_OK,
+        Err(reason) => {
+            count_drop(reason);
+            TC_ACT_SHOT
         }
+    }
+}
+
+/// Ingress of the node's uplink: NodePort clients and replies from remote backends.
+#[classifier]
+pub fn from_network(ctx: TcContext) -> i32 {
+    if ethertype(&ctx) != Some(ETH_P_IP) {
+        return TC_ACT_OK;
+    }
+    // Malformed packets are the node stack's business, not the data plane's.
+    let Some(ip) = ipv4(&ctx) else {
+        return TC_ACT_OK;
+    };
+    match nat::translate(&ctx, &ip, Ingress::Network) {
+        Ok(()) => TC_ACT_OK,
         Err(reason) => {
             count_drop(reason);
             TC_ACT_SHOT
@@ -56,18 +72,19 @@ pub fn to_pod(ctx: TcContext) -> i32 {
     TC_ACT_OK
 }
 
-/// `Ok(true)`: a valid IPv4 packet to count; `Ok(false)`: pass without counting (ARP).
+/// Judges, counts and (for service traffic) translates one packet a pod sent.
 #[inline(always)]
-fn check_from_pod(ctx: &TcContext, endpoint: &EndpointInfo) -> Result<bool, DropReason> {
+fn check_from_pod(ctx: &TcContext, endpoint: &EndpointInfo) -> Result<(), DropReason> {
     match ethertype(ctx) {
         Some(ETH_P_IP) => {
             let ip = ipv4(ctx).ok_or(DropReason::MalformedPacket)?;
             if ip.saddr != endpoint.ipv4 {
                 return Err(DropReason::SpoofedSource);
             }
-            Ok(true)
+            count_traffic(ifindex(ctx), Direction::FromPod, ctx.len());
+            nat::translate(ctx, &ip, Ingress::Pod)
         }
-        Some(ETH_P_ARP) => Ok(false),
+        Some(ETH_P_ARP) => Ok(()),
         Some(_) => Err(DropReason::UnsupportedProtocol),
         None => Err(DropReason::MalformedPacket),
     }

@@ -50,6 +50,18 @@ pub struct NodeId(usize);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PodId(usize);
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExternalId(usize);
+
+/// A machine outside the cluster: a namespace on the lab bridge with only the bridge subnet.
+#[derive(Debug)]
+pub struct External {
+    pub name: String,
+    pub netns: Netns,
+    pub address: Ipv4Addr,
+    cgroup: PathBuf,
+}
+
 /// A simulated node: a network namespace on the lab bridge that routes for its pods.
 #[derive(Debug)]
 pub struct Node {
@@ -61,6 +73,13 @@ pub struct Node {
     pub pod_cidr: Ipv4Addr,
     /// Address the node holds on every pod-facing veth; pods route through it.
     pub gateway: Ipv4Addr,
+    /// The node's uplink in its namespace (on the lab bridge).
+    pub uplink: &'static str,
+    /// The node's cgroup: its pods' cgroups and [`Node::host_cgroup`] are children, so socket
+    /// hooks attached here cover everything that runs on the node.
+    pub cgroup: PathBuf,
+    /// Where the node's own processes (daemons, host-side clients) run.
+    pub host_cgroup: PathBuf,
     next_pod_host: u8,
 }
 
@@ -84,6 +103,7 @@ pub struct Lab {
     lab_netns: Option<Netns>,
     nodes: Vec<Node>,
     pods: Vec<Pod>,
+    externals: Vec<External>,
     cgroup: PathBuf,
     bpffs: PathBuf,
     children: Vec<Child>,
@@ -110,6 +130,7 @@ impl Lab {
             lab_netns: None,
             nodes: Vec::new(),
             pods: Vec::new(),
+            externals: Vec::new(),
             cgroup,
             bpffs,
             children: Vec::new(),
@@ -169,15 +190,21 @@ impl Lab {
         let lab_ns = self.lab_netns().name().to_string();
         let lab_side = format!("n{index}");
         let address = Ipv4Addr::new(10, 200, 0, number);
+        let cgroup = self.cgroup.join(name);
+        let host_cgroup = cgroup.join("host");
         let node = Node {
             name: name.to_string(),
             netns,
             address,
             pod_cidr: Ipv4Addr::new(10, 244, number, 0),
             gateway: Ipv4Addr::new(10, 244, number, 1),
+            uplink: "eth0",
+            cgroup: cgroup.clone(),
+            host_cgroup: host_cgroup.clone(),
             next_pod_host: 2,
         };
         self.nodes.push(node);
+        std::fs::create_dir_all(&host_cgroup).map_err(LabError::io(&host_cgroup))?;
         sys::ip(&[
             "-n", &lab_ns, "link", "add", &lab_side, "type", "veth", "peer", "name", "eth0",
             "netns", &ns,
@@ -196,10 +223,80 @@ impl Lab {
             "eth0",
         ])?;
         sys::ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
-        self.nodes[index]
-            .netns
-            .run(|| sys::write_sysctl("net/ipv4/ip_forward", "1"))?;
+        self.nodes[index].netns.run(|| {
+            sys::write_sysctl("net/ipv4/ip_forward", "1")?;
+            // A node forwarding NodePort traffic back out of its uplink would otherwise send
+            // ICMP redirects to the clients.
+            sys::write_sysctl("net/ipv4/conf/all/send_redirects", "0")
+        })?;
         Ok(NodeId(index))
+    }
+
+    /// Adds a machine outside the cluster on the lab bridge (`10.200.0.200` and up), for
+    /// NodePort clients. It has no route beyond the bridge subnet.
+    pub fn add_external(&mut self, name: &str) -> Result<ExternalId> {
+        let index = self.externals.len();
+        let number = u8::try_from(200 + index)
+            .ok()
+            .filter(|n| *n < 250)
+            .ok_or(LabError::TooMany("external clients"))?;
+        let netns = Netns::create(&format!("{}-x-{name}", self.id))?;
+        let ns = netns.name().to_string();
+        let lab_ns = self.lab_netns().name().to_string();
+        let lab_side = format!("x{index}");
+        let address = Ipv4Addr::new(10, 200, 0, number);
+        let cgroup = self.cgroup.join(format!("external-{name}"));
+        self.externals.push(External {
+            name: name.to_string(),
+            netns,
+            address,
+            cgroup: cgroup.clone(),
+        });
+        std::fs::create_dir_all(&cgroup).map_err(LabError::io(&cgroup))?;
+        sys::ip(&[
+            "-n", &lab_ns, "link", "add", &lab_side, "type", "veth", "peer", "name", "eth0",
+            "netns", &ns,
+        ])?;
+        sys::ip(&[
+            "-n", &lab_ns, "link", "set", &lab_side, "master", "br0", "up",
+        ])?;
+        sys::ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        sys::ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{address}/24"),
+            "dev",
+            "eth0",
+        ])?;
+        sys::ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+        Ok(ExternalId(index))
+    }
+
+    pub fn external(&self, id: ExternalId) -> &External {
+        &self.externals[id.0]
+    }
+
+    /// Runs `command` to completion on the external machine.
+    pub fn run_in_external(&self, id: ExternalId, command: Command) -> Result<std::process::Output> {
+        let external = &self.externals[id.0];
+        sys::output_in(command, external.netns.path(), Some(&external.cgroup))
+    }
+
+    /// Runs `command` to completion as one of the node's own processes (its namespace and
+    /// host cgroup).
+    pub fn run_on_node(&self, node: NodeId, command: Command) -> Result<std::process::Output> {
+        let node = &self.nodes[node.0];
+        sys::output_in(command, node.netns.path(), Some(&node.host_cgroup))
+    }
+
+    /// Starts `command` as one of the node's own processes; killed on drop if still running.
+    pub fn spawn_on_node(&mut self, node: NodeId, command: Command) -> Result<&mut Child> {
+        let node = &self.nodes[node.0];
+        let child = sys::spawn_in(command, node.netns.path(), Some(&node.host_cgroup))?;
+        self.children.push(child);
+        Ok(self.children.last_mut().expect("just pushed"))
     }
 
     /// Adds a pod on `node`: its namespace, a veth pair, the next free address of the node's
@@ -219,7 +316,7 @@ impl Lab {
         let netns = Netns::create(&format!("{}-{}-{name}", self.id, node.name))?;
         let ns = netns.name().to_string();
         let host_interface = format!("vp{index}");
-        let cgroup = self.cgroup.join(name);
+        let cgroup = node.cgroup.join(name);
         self.pods.push(Pod {
             name: name.to_string(),
             node: node_id,
@@ -338,7 +435,15 @@ impl Drop for Lab {
             drop(pod.netns);
             cleanup::remove_cgroup(&pod.cgroup);
         }
-        self.nodes.clear();
+        for external in self.externals.drain(..) {
+            drop(external.netns);
+            cleanup::remove_cgroup(&external.cgroup);
+        }
+        for node in self.nodes.drain(..) {
+            drop(node.netns);
+            cleanup::remove_cgroup(&node.host_cgroup);
+            cleanup::remove_cgroup(&node.cgroup);
+        }
         self.lab_netns = None;
         cleanup::remove_cgroup(&self.cgroup);
         cleanup::remove_bpffs_dir(&self.bpffs);

@@ -23,6 +23,13 @@ pub enum DataPlaneError {
         #[source]
         source: ProgramError,
     },
+    #[error("link of `{program}` on {target}: {source}")]
+    Link {
+        program: &'static str,
+        target: String,
+        #[source]
+        source: aya::programs::links::LinkError,
+    },
     #[error("opening cgroup directory {path}: {source}")]
     Cgroup {
         path: PathBuf,
@@ -41,6 +48,23 @@ pub enum DataPlaneError {
         count: usize,
         max: usize,
     },
+    #[error("bpffs pin folder {path}: {source}")]
+    Pins {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the maps pinned in {pin_dir} have layout {found:?} but this daemon uses {expected:?}; \
+         remove them with `skiff-node reset --pin-dir {pin_dir}` (this drops tracked connections)"
+    )]
+    LayoutMismatch {
+        pin_dir: PathBuf,
+        found: String,
+        expected: &'static str,
+    },
+    #[error("the maps were already taken by their owner (`{0}`)")]
+    MapsTaken(&'static str),
     #[error("counting CPUs: {0}")]
     Cpus(#[source] std::io::Error),
 }

@@ -1,87 +1,237 @@
-//! The `SERVICES` and `BACKENDS` maps: primitives the service reconciler is built on.
+//! The service maps (`SERVICES`, `BACKENDS`, `MAGLEV`): typed access for the service
+//! reconciler, which owns them, and for inspection of a running node's pinned maps.
 //!
-//! A service's backend set is switched atomically: backend slots are written first, then the
-//! header (slot 0) with the new count, then slots beyond the new count are removed. A
-//! `connect()` racing with the update sees either the old count (whose slots are all still
-//! present, possibly already naming new backends) or the new one, never an empty slot.
+//! A frontend's backend set is switched atomically: backend slots are written first, then the
+//! header (slot 0) with the new count, then slots beyond the new count are removed. A lookup
+//! racing with the update sees either the old count (whose slots are all still present,
+//! possibly already naming new backends) or the new one, never an empty slot. Maglev tables
+//! have two generations: the new table is written into the idle one and the header's
+//! generation switched last.
 
-use std::{fmt, net::Ipv4Addr};
-
-use aya::{
-    maps::{HashMap, MapData, MapError},
-    Ebpf,
+use std::{
+    borrow::{Borrow, BorrowMut},
+    collections::BTreeMap,
+    fmt,
+    net::Ipv4Addr,
+    path::Path,
 };
-use skiff_common::{names, Backend, ServiceKey, ServiceValue, IPPROTO_TCP, IPPROTO_UDP};
+
+use aya::maps::{HashMap, MapData, MapError};
+use skiff_common::{
+    names, Backend, MaglevKey, ServiceKey, ServiceValue, BACKEND_ACTIVE, BACKEND_DRAINING,
+    IPPROTO_TCP, IPPROTO_UDP, MAGLEV_TABLE_SIZE, SVC_FLAG_MAGLEV,
+};
 
 use super::{ignore_missing, DataPlaneError};
 
-/// A service frontend: what clients connect to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ServiceFrontend {
-    pub vip: Ipv4Addr,
+/// A service frontend: what clients reach (a ClusterIP port or a node address and node port).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Frontend {
+    pub addr: Ipv4Addr,
     pub port: u16,
     /// IP protocol number: 6 (TCP) or 17 (UDP).
     pub proto: u8,
 }
 
-impl fmt::Display for ServiceFrontend {
+impl fmt::Display for Frontend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let proto = match self.proto {
-            IPPROTO_TCP => "tcp",
-            IPPROTO_UDP => "udp",
-            _ => "proto?",
-        };
-        write!(f, "{}:{}/{}", self.vip, self.port, proto)
+        write!(f, "{}:{}/{}", self.addr, self.port, proto_name(self.proto))
     }
 }
 
-impl ServiceFrontend {
+pub fn proto_name(proto: u8) -> &'static str {
+    match proto {
+        IPPROTO_TCP => "tcp",
+        IPPROTO_UDP => "udp",
+        _ => "proto?",
+    }
+}
+
+impl Frontend {
     fn key(&self, slot: u16) -> ServiceKey {
-        ServiceKey::new(
-            u32::from(self.vip).to_be(),
-            self.port.to_be(),
-            self.proto,
-            slot,
+        ServiceKey::new(u32::from(self.addr).to_be(), self.port.to_be(), self.proto, slot)
+    }
+
+    fn from_key(key: &ServiceKey) -> Frontend {
+        Frontend {
+            addr: Ipv4Addr::from(u32::from_be(key.addr)),
+            port: u16::from_be(key.port),
+            proto: key.proto,
+        }
+    }
+}
+
+/// An endpoint as the kernel holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BackendEntry {
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    /// Ready: new flows may pick it. Otherwise it only keeps flows it already has.
+    pub active: bool,
+}
+
+impl BackendEntry {
+    fn to_kernel(self) -> Backend {
+        Backend {
+            ipv4: u32::from(self.ip).to_be(),
+            port: self.port.to_be(),
+            state: if self.active {
+                BACKEND_ACTIVE
+            } else {
+                BACKEND_DRAINING
+            },
+            _pad0: 0,
+        }
+    }
+
+    fn from_kernel(b: &Backend) -> BackendEntry {
+        BackendEntry {
+            ip: Ipv4Addr::from(u32::from_be(b.ipv4)),
+            port: u16::from_be(b.port),
+            active: b.state == BACKEND_ACTIVE,
+        }
+    }
+}
+
+/// A frontend's header: everything but its backend list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FrontendHeader {
+    pub frontend_id: u32,
+    /// `SVC_FLAG_*` bits.
+    pub flags: u8,
+    pub affinity_timeout_secs: u32,
+}
+
+/// A frontend as the kernel holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FrontendEntry {
+    pub header: FrontendHeader,
+    pub maglev_generation: u8,
+    /// Active backend ids in slot order.
+    pub backend_ids: Vec<u32>,
+}
+
+/// Everything the service maps hold, read back (startup recovery and inspection).
+#[derive(Clone, Debug, Default)]
+pub struct ServiceMapsSnapshot {
+    pub frontends: BTreeMap<Frontend, FrontendEntry>,
+    pub backends: BTreeMap<u32, BackendEntry>,
+}
+
+/// Typed access to the service maps. `T` is `MapData` when the maps are owned (taken from the
+/// loaded object, or opened from their pins).
+pub struct ServiceMaps<T = MapData> {
+    services: HashMap<T, ServiceKey, ServiceValue>,
+    backends: HashMap<T, u32, Backend>,
+    maglev: HashMap<T, MaglevKey, u32>,
+}
+
+impl ServiceMaps<MapData> {
+    pub(super) fn from_maps(
+        services: aya::maps::Map,
+        backends: aya::maps::Map,
+        maglev: aya::maps::Map,
+    ) -> Result<Self, DataPlaneError> {
+        Ok(ServiceMaps {
+            services: HashMap::try_from(services).map_err(DataPlaneError::map(names::SERVICES))?,
+            backends: HashMap::try_from(backends).map_err(DataPlaneError::map(names::BACKENDS))?,
+            maglev: HashMap::try_from(maglev).map_err(DataPlaneError::map(names::MAGLEV))?,
+        })
+    }
+
+    /// Opens the maps a node daemon pinned under `pin_dir` (see [`super::PinLayout`]).
+    pub fn open_pinned(pin_dir: &Path) -> Result<Self, DataPlaneError> {
+        let open = |name: &'static str| -> Result<aya::maps::Map, DataPlaneError> {
+            let path = super::PinLayout::new(pin_dir).map(name);
+            let data = MapData::from_pin(&path).map_err(DataPlaneError::map(name))?;
+            aya::maps::Map::from_map_data(data).map_err(DataPlaneError::map(name))
+        };
+        Self::from_maps(
+            open(names::SERVICES)?,
+            open(names::BACKENDS)?,
+            open(names::MAGLEV)?,
         )
     }
 }
 
-/// One endpoint a frontend balances to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ServiceBackend {
-    pub ip: Ipv4Addr,
-    pub port: u16,
-}
-
-/// Writer of the service maps, borrowed from a [`super::DataPlane`].
-pub struct Services<'a> {
-    services: HashMap<&'a mut MapData, ServiceKey, ServiceValue>,
-    backends: HashMap<&'a mut MapData, u32, Backend>,
-}
-
-impl<'a> Services<'a> {
-    pub(super) fn new(ebpf: &'a mut Ebpf) -> Result<Self, DataPlaneError> {
-        let [services, backends] = ebpf.maps_disjoint_mut([names::SERVICES, names::BACKENDS]);
-        let services = services.ok_or(DataPlaneError::MissingMap(names::SERVICES))?;
-        let backends = backends.ok_or(DataPlaneError::MissingMap(names::BACKENDS))?;
-        Ok(Services {
-            services: HashMap::try_from(services).map_err(DataPlaneError::map(names::SERVICES))?,
-            backends: HashMap::try_from(backends).map_err(DataPlaneError::map(names::BACKENDS))?,
-        })
+impl<T: Borrow<MapData>> ServiceMaps<T> {
+    /// Reads every frontend and backend.
+    pub fn snapshot(&self) -> Result<ServiceMapsSnapshot, DataPlaneError> {
+        let mut headers: BTreeMap<Frontend, ServiceValue> = BTreeMap::new();
+        let mut slots: BTreeMap<Frontend, BTreeMap<u16, u32>> = BTreeMap::new();
+        for entry in self.services.iter() {
+            let (key, value) = entry.map_err(DataPlaneError::map(names::SERVICES))?;
+            let frontend = Frontend::from_key(&key);
+            if key.slot == 0 {
+                headers.insert(frontend, value);
+            } else {
+                slots
+                    .entry(frontend)
+                    .or_default()
+                    .insert(key.slot, value.backend_id);
+            }
+        }
+        let mut snapshot = ServiceMapsSnapshot::default();
+        for (frontend, header) in headers {
+            // Slots beyond the count are leftovers of an interrupted shrink, not live.
+            let frontend_slots = slots.remove(&frontend).unwrap_or_default();
+            let backend_ids = (1..=header.count)
+                .filter_map(|slot| frontend_slots.get(&slot).copied())
+                .collect();
+            snapshot.frontends.insert(
+                frontend,
+                FrontendEntry {
+                    header: FrontendHeader {
+                        frontend_id: header.frontend_id,
+                        flags: header.flags,
+                        affinity_timeout_secs: header.affinity_timeout_secs,
+                    },
+                    maglev_generation: header.maglev_generation,
+                    backend_ids,
+                },
+            );
+        }
+        for entry in self.backends.iter() {
+            let (id, backend) = entry.map_err(DataPlaneError::map(names::BACKENDS))?;
+            snapshot
+                .backends
+                .insert(id, BackendEntry::from_kernel(&backend));
+        }
+        Ok(snapshot)
     }
 
-    pub fn upsert_backend(
-        &mut self,
-        id: u32,
-        backend: ServiceBackend,
-    ) -> Result<(), DataPlaneError> {
-        let value = Backend {
-            ipv4: u32::from(backend.ip).to_be(),
-            port: backend.port.to_be(),
-            _pad0: [0; 2],
-        };
+    /// The live Maglev table of a frontend (backend id per position), if it uses Maglev.
+    pub fn maglev_table(&self, entry: &FrontendEntry) -> Result<Vec<u32>, DataPlaneError> {
+        if entry.header.flags & SVC_FLAG_MAGLEV == 0 {
+            return Ok(Vec::new());
+        }
+        let base = entry.maglev_generation as u32 * MAGLEV_TABLE_SIZE;
+        (0..MAGLEV_TABLE_SIZE)
+            .map(|i| {
+                let key = MaglevKey {
+                    frontend_id: entry.header.frontend_id,
+                    index: base + i,
+                };
+                self.maglev
+                    .get(&key, 0)
+                    .map_err(DataPlaneError::map(names::MAGLEV))
+            })
+            .collect()
+    }
+
+    fn header(&self, frontend: Frontend) -> Result<Option<ServiceValue>, DataPlaneError> {
+        match self.services.get(&frontend.key(0), 0) {
+            Ok(header) => Ok(Some(header)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(DataPlaneError::map(names::SERVICES)(e)),
+        }
+    }
+}
+
+impl<T: BorrowMut<MapData>> ServiceMaps<T> {
+    pub fn upsert_backend(&mut self, id: u32, backend: BackendEntry) -> Result<(), DataPlaneError> {
         self.backends
-            .insert(id, value, 0)
+            .insert(id, backend.to_kernel(), 0)
             .map_err(DataPlaneError::map(names::BACKENDS))
     }
 
@@ -89,12 +239,14 @@ impl<'a> Services<'a> {
         ignore_missing(self.backends.remove(&id)).map_err(DataPlaneError::map(names::BACKENDS))
     }
 
-    /// Points `frontend` at `backend_ids` (already written with [`Self::upsert_backend`]),
-    /// switching atomically as the module doc describes.
-    pub fn set_service(
+    /// Points `frontend` at `backend_ids` (already written with [`Self::upsert_backend`]) and,
+    /// for a Maglev frontend, at `maglev_table`; switches atomically as the module doc says.
+    pub fn write_frontend(
         &mut self,
-        frontend: ServiceFrontend,
+        frontend: Frontend,
+        header: FrontendHeader,
         backend_ids: &[u32],
+        maglev_table: Option<&[u32]>,
     ) -> Result<(), DataPlaneError> {
         let count = u16::try_from(backend_ids.len())
             .ok()
@@ -104,7 +256,9 @@ impl<'a> Services<'a> {
                 count: backend_ids.len(),
                 max: usize::from(u16::MAX) - 1,
             })?;
-        let old_count = self.backend_count(frontend)?;
+        let old = self.header(frontend)?;
+        let old_count = old.map_or(0, |h| h.count);
+        let old_generation = old.map_or(1, |h| h.maglev_generation);
         for (slot, id) in (1u16..).zip(backend_ids) {
             let value = ServiceValue {
                 backend_id: *id,
@@ -114,48 +268,63 @@ impl<'a> Services<'a> {
                 .insert(frontend.key(slot), value, 0)
                 .map_err(DataPlaneError::map(names::SERVICES))?;
         }
-        let header = ServiceValue {
-            backend_count: count,
-            ..Default::default()
+        let mut generation = old_generation;
+        if let Some(table) = maglev_table {
+            generation = 1 - old_generation.min(1);
+            let base = generation as u32 * MAGLEV_TABLE_SIZE;
+            for (i, id) in table.iter().enumerate() {
+                let key = MaglevKey {
+                    frontend_id: header.frontend_id,
+                    index: base + i as u32,
+                };
+                self.maglev
+                    .insert(key, id, 0)
+                    .map_err(DataPlaneError::map(names::MAGLEV))?;
+            }
+        }
+        let value = ServiceValue {
+            backend_id: 0,
+            count,
+            flags: header.flags,
+            maglev_generation: generation,
+            frontend_id: header.frontend_id,
+            affinity_timeout_secs: header.affinity_timeout_secs,
         };
         self.services
-            .insert(frontend.key(0), header, 0)
+            .insert(frontend.key(0), value, 0)
             .map_err(DataPlaneError::map(names::SERVICES))?;
         for slot in count + 1..=old_count {
             ignore_missing(self.services.remove(&frontend.key(slot)))
                 .map_err(DataPlaneError::map(names::SERVICES))?;
         }
+        if maglev_table.is_none() {
+            if let Some(old) = old.filter(|h| h.flags & SVC_FLAG_MAGLEV != 0) {
+                self.remove_maglev(old.frontend_id)?;
+            }
+        }
         Ok(())
     }
 
-    /// Removes `frontend`: header first, so no new connection picks a slot being removed.
-    pub fn remove_service(&mut self, frontend: ServiceFrontend) -> Result<(), DataPlaneError> {
-        let old_count = self.backend_count(frontend)?;
-        for slot in 0..=old_count {
+    /// Removes `frontend`: header first, so no new flow picks a slot being removed.
+    pub fn remove_frontend(&mut self, frontend: Frontend) -> Result<(), DataPlaneError> {
+        let Some(old) = self.header(frontend)? else {
+            return Ok(());
+        };
+        for slot in 0..=old.count {
             ignore_missing(self.services.remove(&frontend.key(slot)))
                 .map_err(DataPlaneError::map(names::SERVICES))?;
         }
+        if old.flags & SVC_FLAG_MAGLEV != 0 {
+            self.remove_maglev(old.frontend_id)?;
+        }
         Ok(())
     }
 
-    /// The backend ids the kernel holds for `frontend`, in slot order.
-    pub fn backend_ids(&self, frontend: ServiceFrontend) -> Result<Vec<u32>, DataPlaneError> {
-        (1..=self.backend_count(frontend)?)
-            .map(|slot| {
-                self.services
-                    .get(&frontend.key(slot), 0)
-                    .map(|v| v.backend_id)
-                    .map_err(DataPlaneError::map(names::SERVICES))
-            })
-            .collect()
-    }
-
-    /// The backend count in `frontend`'s header; 0 when the service is not in the map.
-    fn backend_count(&self, frontend: ServiceFrontend) -> Result<u16, DataPlaneError> {
-        match self.services.get(&frontend.key(0), 0) {
-            Ok(header) => Ok(header.backend_count),
-            Err(MapError::KeyNotFound) => Ok(0),
-            Err(e) => Err(DataPlaneError::map(names::SERVICES)(e)),
+    fn remove_maglev(&mut self, frontend_id: u32) -> Result<(), DataPlaneError> {
+        for index in 0..2 * MAGLEV_TABLE_SIZE {
+            let key = MaglevKey { frontend_id, index };
+            ignore_missing(self.maglev.remove(&key)).map_err(DataPlaneError::map(names::MAGLEV))?;
         }
+        Ok(())
     }
 }

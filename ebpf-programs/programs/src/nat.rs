@@ -1,0 +1,263 @@
+//! Per-packet service NAT with connection tracking, for packets that still carry a service
+//! address when they reach the node: clients the socket hooks do not cover (a container
+//! outside the pod cgroup) and NodePort clients outside the cluster.
+//!
+//! Runs on ingress only (a pod's host-side veth, the node's uplink), before routing, so a
+//! rewritten destination is routed like any other packet. Replies are restored on the ingress
+//! where they enter the node: the backend pod's veth (local backend) or the uplink (remote).
+
+use aya_ebpf::{
+    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_NOEXIST},
+    programs::TcContext,
+};
+use skiff_common::{
+    CtKey, CtValue, DropReason, ServiceValue, CT_FLAG_SNAT, CT_FORWARD, CT_REPLY, IPPROTO_TCP,
+    IPPROTO_UDP, SVC_FLAG_MASQUERADE, SVC_FLAG_NODE_PORT,
+};
+
+use crate::{
+    lb::{backend, mix_hash, select_backend, service_header, Frontend},
+    maps::CONNTRACK,
+    packet::{
+        ports, Ipv4Header, ETH_HDR_LEN, IPV4_CHECK_OFF, IPV4_DADDR_OFF, IPV4_SADDR_OFF,
+        TCP_CHECK_OFF, UDP_CHECK_OFF,
+    },
+};
+
+/// Where the packet entered the node.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Ingress {
+    /// A local pod's host-side veth: ClusterIP and NodePort frontends are translated.
+    Pod,
+    /// The node's uplink: only NodePort frontends are served to the outside.
+    Network,
+}
+
+/// Masquerade tries this many source ports before giving up on a flow.
+const SNAT_PORT_ATTEMPTS: u32 = 8;
+const SNAT_PORT_FIRST: u32 = 32768;
+const SNAT_PORT_COUNT: u32 = 28232;
+
+/// The packet's 5-tuple (network byte order).
+#[derive(Clone, Copy)]
+struct Tuple {
+    saddr: u32,
+    daddr: u32,
+    sport: u16,
+    dport: u16,
+    proto: u8,
+}
+
+impl Tuple {
+    #[inline(always)]
+    fn key(&self, direction: u8) -> CtKey {
+        CtKey {
+            saddr: self.saddr,
+            daddr: self.daddr,
+            sport: self.sport,
+            dport: self.dport,
+            proto: self.proto,
+            direction,
+            _pad0: [0; 2],
+        }
+    }
+}
+
+/// Translates the packet if it belongs to a service flow. `Err` asks the caller to drop it.
+/// Packets that are not TCP/UDP, fragments, and packets for no service pass untouched.
+#[inline(always)]
+pub fn translate(ctx: &TcContext, ip: &Ipv4Header, ingress: Ingress) -> Result<(), DropReason> {
+    if ip.protocol != IPPROTO_TCP && ip.protocol != IPPROTO_UDP {
+        return Ok(());
+    }
+    if ip.fragmented {
+        // Only the first fragment carries ports; a datagram cannot be translated piecemeal.
+        return Ok(());
+    }
+    let Some((sport, dport)) = ports(ctx, ip) else {
+        return match ingress {
+            Ingress::Pod => Err(DropReason::MalformedPacket),
+            // Not ours to judge: the node's own stack drops what it cannot parse.
+            Ingress::Network => Ok(()),
+        };
+    };
+    let tuple = Tuple {
+        saddr: ip.saddr,
+        daddr: ip.daddr,
+        sport,
+        dport,
+        proto: ip.protocol,
+    };
+    // SAFETY: the value is copied out at once.
+    if let Some(reply) = unsafe { CONNTRACK.get(&tuple.key(CT_REPLY)) }.copied() {
+        rewrite(ctx, ip, &tuple, &reply);
+        return Ok(());
+    }
+    let frontend = Frontend {
+        addr: tuple.daddr,
+        port: tuple.dport,
+        proto: tuple.proto,
+    };
+    let Some(header) = service_header(&frontend) else {
+        return Ok(());
+    };
+    if ingress == Ingress::Network && header.flags & SVC_FLAG_NODE_PORT == 0 {
+        return Ok(());
+    }
+    // SAFETY: the value is copied out at once.
+    if let Some(forward) = unsafe { CONNTRACK.get(&tuple.key(CT_FORWARD)) }.copied() {
+        // A flow keeps its backend while it exists (draining included); a removed one is
+        // replaced, so UDP flows move instead of black-holing.
+        if backend(forward.backend_id).is_some() {
+            rewrite(ctx, ip, &tuple, &forward);
+            return Ok(());
+        }
+    }
+    let forward = new_flow(&tuple, &frontend, &header, ingress)?;
+    rewrite(ctx, ip, &tuple, &forward);
+    Ok(())
+}
+
+/// Picks a backend, decides the source translation and records both conntrack entries.
+#[inline(always)]
+fn new_flow(
+    tuple: &Tuple,
+    frontend: &Frontend,
+    header: &ServiceValue,
+    ingress: Ingress,
+) -> Result<CtValue, DropReason> {
+    let hash = mix_hash(
+        tuple.saddr,
+        tuple.daddr,
+        ((tuple.sport as u32) << 16) | tuple.dport as u32,
+    ) ^ tuple.proto as u32;
+    let (backend_id, chosen) = select_backend(frontend, header, tuple.saddr as u64, hash)
+        .ok_or(DropReason::NoServiceBackend)?;
+    let mut forward = CtValue {
+        saddr: tuple.saddr,
+        daddr: chosen.ipv4,
+        sport: tuple.sport,
+        dport: chosen.port,
+        backend_id,
+        frontend_id: header.frontend_id,
+        flags: 0,
+        _pad0: [0; 3],
+    };
+    let reply = CtValue {
+        saddr: tuple.daddr,
+        daddr: tuple.saddr,
+        sport: tuple.dport,
+        dport: tuple.sport,
+        backend_id,
+        frontend_id: header.frontend_id,
+        flags: 0,
+        _pad0: [0; 3],
+    };
+    let masquerade = ingress == Ingress::Network && header.flags & SVC_FLAG_MASQUERADE != 0;
+    // Hairpin: a pod reaching itself. Its own address as source would be dropped by the pod
+    // as martian, so the flow comes from the service address, and the reply (sent to the
+    // service address) is routed back through the veth where it is restored.
+    let hairpin = ingress == Ingress::Pod && chosen.ipv4 == tuple.saddr;
+    if masquerade || hairpin {
+        // The address the client reached: the node address (NodePort) or the VIP (hairpin).
+        forward.saddr = tuple.daddr;
+        forward.flags = CT_FLAG_SNAT;
+        forward.sport = claim_snat_port(&forward, &reply, tuple.proto, hash, masquerade)?;
+    } else {
+        let reply_key = reply_key(&forward, tuple.proto);
+        // Best effort on a full table: LRU eviction makes room.
+        let _ = CONNTRACK.insert(&reply_key, &reply, 0);
+    }
+    let _ = CONNTRACK.insert(&tuple.key(CT_FORWARD), &forward, 0);
+    Ok(forward)
+}
+
+#[inline(always)]
+fn reply_key(forward: &CtValue, proto: u8) -> CtKey {
+    CtKey {
+        saddr: forward.daddr,
+        daddr: forward.saddr,
+        sport: forward.dport,
+        dport: forward.sport,
+        proto,
+        direction: CT_REPLY,
+        _pad0: [0; 2],
+    }
+}
+
+/// Finds a source port on the translated address whose reply tuple is free, records the reply
+/// entry on it and returns it. Tries the client's own port first (hairpin always uses it: its
+/// address is unique per pod), then hashed ports in the ephemeral range.
+#[inline(always)]
+fn claim_snat_port(
+    forward: &CtValue,
+    reply: &CtValue,
+    proto: u8,
+    hash: u32,
+    search: bool,
+) -> Result<u16, DropReason> {
+    let mut candidate = *forward;
+    // Hairpin overwrites: its tuple is unique to the pod, so an old entry is its own.
+    let (attempts, flags) = if search {
+        (SNAT_PORT_ATTEMPTS, BPF_NOEXIST as u64)
+    } else {
+        (1, 0)
+    };
+    let mut i = 0;
+    while i < attempts {
+        if i > 0 {
+            let port = SNAT_PORT_FIRST + mix_hash(hash, i, 0) % SNAT_PORT_COUNT;
+            candidate.sport = (port as u16).to_be();
+        }
+        if CONNTRACK
+            .insert(&reply_key(&candidate, proto), reply, flags)
+            .is_ok()
+        {
+            return Ok(candidate.sport);
+        }
+        i += 1;
+    }
+    Err(DropReason::NatPortsExhausted)
+}
+
+/// Rewrites addresses and ports from `tuple` to `to`, keeping both checksums right.
+#[inline(always)]
+fn rewrite(ctx: &TcContext, ip: &Ipv4Header, tuple: &Tuple, to: &CtValue) {
+    let l4 = ETH_HDR_LEN + ip.header_len;
+    let (check_off, mangled) = if tuple.proto == IPPROTO_TCP {
+        (l4 + TCP_CHECK_OFF, 0)
+    } else {
+        // A UDP checksum of 0 means "none" and must stay 0.
+        (l4 + UDP_CHECK_OFF, BPF_F_MARK_MANGLED_0 as u64)
+    };
+    let addr_flags = BPF_F_PSEUDO_HDR as u64 | mangled | 4;
+    let port_flags = mangled | 2;
+    if to.saddr != tuple.saddr {
+        let _ = ctx.l4_csum_replace(check_off, tuple.saddr as u64, to.saddr as u64, addr_flags);
+        let _ = ctx.l3_csum_replace(
+            ETH_HDR_LEN + IPV4_CHECK_OFF,
+            tuple.saddr as u64,
+            to.saddr as u64,
+            4,
+        );
+        let _ = ctx.store(ETH_HDR_LEN + IPV4_SADDR_OFF, &to.saddr, 0);
+    }
+    if to.daddr != tuple.daddr {
+        let _ = ctx.l4_csum_replace(check_off, tuple.daddr as u64, to.daddr as u64, addr_flags);
+        let _ = ctx.l3_csum_replace(
+            ETH_HDR_LEN + IPV4_CHECK_OFF,
+            tuple.daddr as u64,
+            to.daddr as u64,
+            4,
+        );
+        let _ = ctx.store(ETH_HDR_LEN + IPV4_DADDR_OFF, &to.daddr, 0);
+    }
+    if to.sport != tuple.sport {
+        let _ = ctx.l4_csum_replace(check_off, tuple.sport as u64, to.sport as u64, port_flags);
+        let _ = ctx.store(l4, &to.sport, 0);
+    }
+    if to.dport != tuple.dport {
+        let _ = ctx.l4_csum_replace(check_off, tuple.dport as u64, to.dport as u64, port_flags);
+        let _ = ctx.store(l4 + 2, &to.dport, 0);
+    }
+}
