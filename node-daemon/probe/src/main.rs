@@ -5,7 +5,7 @@
 //!   exits 0 on success, 1 on failure.
 
 use std::{
-    io::{Read as _, Write as _},
+    io::{BufRead as _, Read as _, Write as _},
     net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs as _, UdpSocket},
     process::ExitCode,
     thread,
@@ -61,6 +61,23 @@ enum Command {
         /// UDP: payload bytes per datagram.
         #[arg(long, default_value_t = 16)]
         size: usize,
+        /// UDP only: send with sendto() on an unconnected socket, as many DNS clients do.
+        #[arg(long)]
+        unconnected: bool,
+    },
+    /// Keep one TCP connection or UDP socket open and make one exchange per line read from
+    /// stdin, printing one JSON line per exchange: for tests that change the cluster between
+    /// exchanges of the same flow.
+    Session {
+        /// HOST:PORT to reach.
+        target: String,
+        #[arg(long, value_enum, default_value_t = Proto::Tcp)]
+        proto: Proto,
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+        /// UDP only: sendto() on an unconnected socket.
+        #[arg(long)]
+        unconnected: bool,
     },
 }
 
@@ -103,13 +120,21 @@ fn main() -> ExitCode {
             timeout_ms,
             count,
             size,
+            unconnected,
         } => Ok(connect(
             &target,
             proto,
             Duration::from_millis(timeout_ms),
             count,
             size,
+            unconnected,
         )),
+        Command::Session {
+            target,
+            proto,
+            timeout_ms,
+            unconnected,
+        } => session(&target, proto, Duration::from_millis(timeout_ms), unconnected),
     };
     result.unwrap_or_else(|e| {
         eprintln!("skiff-probe: {e:#}");
@@ -217,12 +242,34 @@ fn udp_loop(socket: UdpSocket, name: String) {
     }
 }
 
-fn connect(target: &str, proto: Proto, timeout: Duration, count: u32, size: usize) -> ExitCode {
+fn connect(
+    target: &str,
+    proto: Proto,
+    timeout: Duration,
+    count: u32,
+    size: usize,
+    unconnected: bool,
+) -> ExitCode {
     let started = Instant::now();
     let outcome = match proto {
         Proto::Tcp => connect_tcp(target, timeout),
-        Proto::Udp => connect_udp(target, timeout, count, size),
+        Proto::Udp => connect_udp(target, timeout, count, size, unconnected),
     };
+    let result = report(target, proto, started, outcome);
+    if result.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Prints one exchange's outcome as a JSON line.
+fn report(
+    target: &str,
+    proto: Proto,
+    started: Instant,
+    outcome: anyhow::Result<(SocketAddr, SocketAddr, String)>,
+) -> ConnectResult {
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     let result = match outcome {
         Ok((local, peer, answer)) => ConnectResult {
@@ -250,11 +297,76 @@ fn connect(target: &str, proto: Proto, timeout: Duration, count: u32, size: usiz
         "{}",
         serde_json::to_string(&result).expect("result serialises")
     );
-    if result.ok {
+    let _ = std::io::stdout().flush();
+    result
+}
+
+fn session(target: &str, proto: Proto, timeout: Duration, unconnected: bool) -> anyhow::Result<ExitCode> {
+    let addr = resolve(target)?;
+    let mut failures = 0;
+    match proto {
+        Proto::Tcp => {
+            let stream = TcpStream::connect_timeout(&addr, timeout).context("connect")?;
+            stream.set_read_timeout(Some(timeout))?;
+            let (local, peer) = (stream.local_addr()?, stream.peer_addr()?);
+            let mut writer = stream.try_clone()?;
+            let mut reader = std::io::BufReader::new(stream);
+            let mut greeting = String::new();
+            reader.read_line(&mut greeting).context("reading the greeting")?;
+            for _ in std::io::stdin().lines() {
+                let started = Instant::now();
+                let outcome = (|| {
+                    writer.write_all(b"again\n").context("send")?;
+                    let mut answer = String::new();
+                    match reader.read_line(&mut answer).context("receive")? {
+                        0 => bail!("connection closed by the peer"),
+                        _ => Ok((local, peer, answer.trim().to_string())),
+                    }
+                })();
+                failures += u32::from(!report(target, proto, started, outcome).ok);
+            }
+        }
+        Proto::Udp => {
+            let socket = UdpSocket::bind("0.0.0.0:0")?;
+            if !unconnected {
+                socket.connect(addr).context("connect")?;
+            }
+            socket.set_read_timeout(Some(timeout))?;
+            for _ in std::io::stdin().lines() {
+                let started = Instant::now();
+                let outcome = udp_exchange(&socket, addr, b"query", unconnected);
+                failures += u32::from(!report(target, proto, started, outcome).ok);
+            }
+        }
+    }
+    Ok(if failures == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    }
+    })
+}
+
+/// One datagram out, one back: (local, peer the answer came from, answer).
+fn udp_exchange(
+    socket: &UdpSocket,
+    addr: SocketAddr,
+    payload: &[u8],
+    unconnected: bool,
+) -> anyhow::Result<(SocketAddr, SocketAddr, String)> {
+    let mut buf = [0u8; 65536];
+    let (n, peer) = if unconnected {
+        socket.send_to(payload, addr).context("sendto")?;
+        socket.recv_from(&mut buf).context("no answer")?
+    } else {
+        socket.send(payload).context("send")?;
+        let n = socket.recv(&mut buf).context("no answer")?;
+        (n, socket.peer_addr()?)
+    };
+    Ok((
+        socket.local_addr()?,
+        peer,
+        String::from_utf8_lossy(&buf[..n]).trim().to_string(),
+    ))
 }
 
 fn resolve(target: &str) -> anyhow::Result<SocketAddr> {
@@ -270,13 +382,13 @@ fn connect_tcp(
     timeout: Duration,
 ) -> anyhow::Result<(SocketAddr, SocketAddr, String)> {
     let addr = resolve(target)?;
-    let mut stream = TcpStream::connect_timeout(&addr, timeout).context("connect")?;
+    let stream = TcpStream::connect_timeout(&addr, timeout).context("connect")?;
     stream.set_read_timeout(Some(timeout))?;
     let local = stream.local_addr()?;
     let peer = stream.peer_addr()?;
     let mut answer = String::new();
-    stream
-        .read_to_string(&mut answer)
+    std::io::BufReader::new(stream)
+        .read_line(&mut answer)
         .context("reading the answer")?;
     Ok((local, peer, answer.trim().to_string()))
 }
@@ -286,20 +398,21 @@ fn connect_udp(
     timeout: Duration,
     count: u32,
     size: usize,
+    unconnected: bool,
 ) -> anyhow::Result<(SocketAddr, SocketAddr, String)> {
     let addr = resolve(target)?;
     let socket = UdpSocket::bind("0.0.0.0:0")?;
-    socket.connect(addr).context("connect")?;
+    if !unconnected {
+        socket.connect(addr).context("connect")?;
+    }
     socket.set_read_timeout(Some(timeout))?;
     let payload = vec![b'x'; size];
-    let mut answer = String::new();
-    let mut buf = [0u8; 65536];
+    let mut last = None;
     for i in 0..count {
-        socket.send(&payload).context("send")?;
-        let n = socket
-            .recv(&mut buf)
-            .with_context(|| format!("no answer to datagram {} of {count}", i + 1))?;
-        answer = String::from_utf8_lossy(&buf[..n]).trim().to_string();
+        last = Some(
+            udp_exchange(&socket, addr, &payload, unconnected)
+                .with_context(|| format!("datagram {} of {count}", i + 1))?,
+        );
     }
-    Ok((socket.local_addr()?, socket.peer_addr()?, answer))
+    last.context("--count 0 sends nothing")
 }

@@ -30,6 +30,12 @@ pub enum DataPlaneError {
         #[source]
         source: aya::programs::links::LinkError,
     },
+    #[error("setting {path}: {source}")]
+    Sysctl {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("opening cgroup directory {path}: {source}")]
     Cgroup {
         path: PathBuf,

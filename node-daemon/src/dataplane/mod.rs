@@ -185,6 +185,7 @@ impl DataPlane {
     /// Attaches `from_pod` to the ingress and `to_pod` to the egress of a pod's host-side
     /// veth, named in the calling thread's network namespace.
     pub fn attach_pod_interface(&mut self, interface: &str) -> Result<(), DataPlaneError> {
+        accept_local_sources(interface)?;
         self.attach_tc(programs::FROM_POD, interface, TcAttachType::Ingress)?;
         self.attach_tc(programs::TO_POD, interface, TcAttachType::Egress)
     }
@@ -192,6 +193,7 @@ impl DataPlane {
     /// Attaches `from_network` to the ingress of the node's uplink (NodePort, and replies
     /// from backends on other nodes).
     pub fn attach_uplink(&mut self, interface: &str) -> Result<(), DataPlaneError> {
+        accept_local_sources(interface)?;
         self.attach_tc(programs::FROM_NETWORK, interface, TcAttachType::Ingress)
     }
 
@@ -374,6 +376,16 @@ pub fn remove_pins(pin_dir: &Path) -> Result<(), DataPlaneError> {
             source,
         }),
     }
+}
+
+/// NodePort NAT runs on ingress, before routing, and can give a packet one of the node's own
+/// addresses as its source (a masqueraded client, or a reply restored to come from the node
+/// port). The kernel drops such packets as martians unless `accept_local` is set on the
+/// interface they arrive on, so it is set on the interfaces the data plane owns (the uplink
+/// and pod veths), not node-wide. Written from the calling thread, so in its namespace.
+fn accept_local_sources(interface: &str) -> Result<(), DataPlaneError> {
+    let path = PathBuf::from(format!("/proc/sys/net/ipv4/conf/{interface}/accept_local"));
+    std::fs::write(&path, "1").map_err(|source| DataPlaneError::Sysctl { path, source })
 }
 
 fn open_pinned_link(path: &Path) -> Result<Option<PinnedLink>, DataPlaneError> {

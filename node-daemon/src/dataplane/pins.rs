@@ -1,9 +1,8 @@
 //! Where a node's data plane lives on bpffs, so it outlives the daemon process.
 //!
 //! ```text
-//! <pin dir>/LAYOUT          map layout version the pinned maps were created with
-//! <pin dir>/maps/<MAP>      every map of the object
-//! <pin dir>/links/<name>    every TCX and cgroup link
+//! <pin dir>/maps/<layout>/<MAP>   every map of the object, under its layout version
+//! <pin dir>/links/<name>           every TCX and cgroup link
 //! ```
 //! A restarted daemon (kill -9 included) reopens the maps and replaces the programs behind the
 //! links, so traffic never stops and no map is flushed.
@@ -36,34 +35,34 @@ impl PinLayout {
     }
 
     pub fn map(&self, name: &str) -> PathBuf {
-        self.root.join("maps").join(name)
+        self.root.join("maps").join(MAP_LAYOUT_VERSION).join(name)
     }
 
     pub fn link(&self, name: &str) -> PathBuf {
         self.root.join("links").join(name)
     }
 
-    /// Creates the folders, or checks that pins already there use this daemon's layout.
+    /// Creates the folders, or checks that maps already pinned there use this daemon's layout.
+    /// (bpffs holds only folders and BPF objects, so the version is a folder name.)
     pub(super) fn prepare(&self) -> Result<(), DataPlaneError> {
         let err = |path: &Path| {
             let path = path.to_path_buf();
             move |source: io::Error| DataPlaneError::Pins { path, source }
         };
-        for dir in [self.root.join("maps"), self.root.join("links")] {
+        let maps = self.root.join("maps");
+        for dir in [maps.join(MAP_LAYOUT_VERSION), self.root.join("links")] {
             fs::create_dir_all(&dir).map_err(err(&dir))?;
         }
-        let layout = self.root.join("LAYOUT");
-        match fs::read_to_string(&layout) {
-            Ok(found) if found.trim() == MAP_LAYOUT_VERSION => Ok(()),
-            Ok(found) => Err(DataPlaneError::LayoutMismatch {
-                pin_dir: self.root.clone(),
-                found: found.trim().to_string(),
-                expected: MAP_LAYOUT_VERSION,
-            }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::write(&layout, format!("{MAP_LAYOUT_VERSION}\n")).map_err(err(&layout))
+        for entry in fs::read_dir(&maps).map_err(err(&maps))? {
+            let found = entry.map_err(err(&maps))?.file_name();
+            if found != MAP_LAYOUT_VERSION {
+                return Err(DataPlaneError::LayoutMismatch {
+                    pin_dir: self.root.clone(),
+                    found: found.to_string_lossy().into_owned(),
+                    expected: MAP_LAYOUT_VERSION,
+                });
             }
-            Err(e) => Err(err(&layout)(e)),
         }
+        Ok(())
     }
 }
