@@ -354,7 +354,9 @@ fn draining_endpoints_keep_established_flows_and_take_no_new_ones() {
     let mut on_web1 = None;
     for _ in 0..30 {
         let mut session = Session::start(&mut c, "client", "10.96.0.10:80", "tcp", &[]);
-        if session.exchange()["answer"].as_str().unwrap().starts_with("web1 ") {
+        let first = session.exchange();
+        assert_eq!(first["ok"], true, "{first}");
+        if first["answer"].as_str().unwrap().starts_with("web1 ") {
             on_web1 = Some(session);
             break;
         }

@@ -203,12 +203,19 @@ fn accept_loop(listener: TcpListener, name: String, answer: fn(TcpStream, &str, 
 }
 
 fn answer_tcp(mut stream: TcpStream, name: &str, client: SocketAddr) {
-    let _ = stream.write_all(format!("{name} {client}\n").as_bytes());
-    let _ = stream.shutdown(std::net::Shutdown::Write);
-    // Drain until the client closes, so the server is not the side left in TIME_WAIT.
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut sink = [0u8; 512];
-    while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+    let greeting = format!("{name} {client}\n");
+    if stream.write_all(greeting.as_bytes()).is_err() {
+        return;
+    }
+    let Ok(reader) = stream.try_clone() else {
+        return;
+    };
+    // Until the client closes: the client closing first keeps TIME_WAIT off the server.
+    for line in std::io::BufReader::new(reader).lines() {
+        if line.is_err() || stream.write_all(greeting.as_bytes()).is_err() {
+            return;
+        }
+    }
 }
 
 fn answer_http(mut stream: TcpStream, name: &str, client: SocketAddr) {
