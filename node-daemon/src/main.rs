@@ -125,7 +125,9 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run_cli() -> anyhow::Result<()> {
+    // Logs go to stderr: stdout carries what scripts read ("ready", listings).
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )

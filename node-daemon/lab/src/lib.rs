@@ -413,6 +413,14 @@ impl Lab {
         sys::output_in(command, pod.netns.path(), Some(&pod.cgroup))
     }
 
+    /// Starts `command` in `pod`'s network namespace but outside every lab cgroup (see
+    /// [`Lab::run_in_pod_netns_only`]); killed on drop if still running.
+    pub fn spawn_in_pod_netns_only(&mut self, pod: PodId, command: Command) -> Result<&mut Child> {
+        let child = sys::spawn_in(command, self.pods[pod.0].netns.path(), None)?;
+        self.children.push(child);
+        Ok(self.children.last_mut().expect("just pushed"))
+    }
+
     /// Runs `command` to completion in `pod`'s network namespace but outside every lab cgroup,
     /// as a container that escapes the socket hooks would.
     pub fn run_in_pod_netns_only(

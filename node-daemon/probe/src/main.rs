@@ -65,6 +65,19 @@ enum Command {
         #[arg(long)]
         unconnected: bool,
     },
+    /// Open a new TCP connection (or send a datagram on a new UDP socket) every interval,
+    /// reading each answer, until stdin closes; then print one JSON summary line
+    /// {attempts, failures, errors}. Continuous traffic for tests of disruptions.
+    Load {
+        /// HOST:PORT to reach.
+        target: String,
+        #[arg(long, value_enum, default_value_t = Proto::Tcp)]
+        proto: Proto,
+        #[arg(long, default_value_t = 20)]
+        interval_ms: u64,
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+    },
     /// Keep one TCP connection or UDP socket open and make one exchange per line read from
     /// stdin, printing one JSON line per exchange: for tests that change the cluster between
     /// exchanges of the same flow.
@@ -135,6 +148,17 @@ fn main() -> ExitCode {
             timeout_ms,
             unconnected,
         } => session(&target, proto, Duration::from_millis(timeout_ms), unconnected),
+        Command::Load {
+            target,
+            proto,
+            interval_ms,
+            timeout_ms,
+        } => load(
+            &target,
+            proto,
+            Duration::from_millis(interval_ms),
+            Duration::from_millis(timeout_ms),
+        ),
     };
     result.unwrap_or_else(|e| {
         eprintln!("skiff-probe: {e:#}");
@@ -202,6 +226,8 @@ fn accept_loop(listener: TcpListener, name: String, answer: fn(TcpStream, &str, 
     }
 }
 
+/// Greets with "NAME CLIENT", then answers every line the client sends with the same, so one
+/// connection can carry many exchanges (`skiff-probe session`).
 fn answer_tcp(mut stream: TcpStream, name: &str, client: SocketAddr) {
     let greeting = format!("{name} {client}\n");
     if stream.write_all(greeting.as_bytes()).is_err() {
@@ -306,6 +332,49 @@ fn report(
     );
     let _ = std::io::stdout().flush();
     result
+}
+
+#[derive(Serialize)]
+struct LoadSummary {
+    attempts: u64,
+    failures: u64,
+    /// The first few failures, for the test log.
+    errors: Vec<String>,
+}
+
+fn load(target: &str, proto: Proto, interval: Duration, timeout: Duration) -> anyhow::Result<ExitCode> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stdin_stop = std::sync::Arc::clone(&stop);
+    thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut sink);
+        stdin_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let mut summary = LoadSummary {
+        attempts: 0,
+        failures: 0,
+        errors: Vec::new(),
+    };
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let outcome = match proto {
+            Proto::Tcp => connect_tcp(target, timeout),
+            Proto::Udp => connect_udp(target, timeout, 1, 16, false),
+        };
+        summary.attempts += 1;
+        if let Err(e) = outcome {
+            summary.failures += 1;
+            if summary.errors.len() < 5 {
+                summary.errors.push(format!("attempt {}: {e:#}", summary.attempts));
+            }
+        }
+        thread::sleep(interval);
+    }
+    println!("{}", serde_json::to_string(&summary).expect("summary serialises"));
+    Ok(if summary.failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn session(target: &str, proto: Proto, timeout: Duration, unconnected: bool) -> anyhow::Result<ExitCode> {

@@ -1,0 +1,202 @@
+//! The node daemon binary under kill -9: its data plane is pinned, so established connections
+//! survive, new connections keep being balanced while it is down, and the restarted daemon
+//! adopts the maps without rewriting (let alone flushing) anything.
+
+mod support;
+
+use std::{
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    process::{ChildStderr, ChildStdin, ChildStdout, Command, Stdio},
+    time::Duration,
+};
+
+use serde_json::{json, Value};
+use skiff_lab::{Lab, NodeId, PodId};
+use support::{pin_dir, probe, service};
+
+const DAEMON: &str = env!("CARGO_BIN_EXE_skiff-node");
+const VIP: &str = "10.96.0.10:80";
+
+/// Pipes of a probe the lab runs (the lab owns the process and kills it on drop).
+struct Pipes {
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Pipes {
+    fn of(child: &mut std::process::Child) -> Pipes {
+        Pipes {
+            stdin: child.stdin.take(),
+            stdout: BufReader::new(child.stdout.take().unwrap()),
+        }
+    }
+
+    fn line(&mut self) -> Value {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{e}: {line:?}"))
+    }
+
+    /// One exchange of a `skiff-probe session`.
+    fn exchange(&mut self) -> Value {
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(b"go\n").unwrap();
+        stdin.flush().unwrap();
+        self.line()
+    }
+
+    /// Ends a `skiff-probe load` and returns its summary.
+    fn finish(mut self) -> Value {
+        drop(self.stdin.take());
+        self.line()
+    }
+}
+
+fn probe_in(lab: &mut Lab, pod: PodId, outside_cgroup: bool, args: &[&str]) -> Pipes {
+    let mut command = probe();
+    command.args(args).stdin(Stdio::piped()).stdout(Stdio::piped());
+    let child = if outside_cgroup {
+        lab.spawn_in_pod_netns_only(pod, command)
+    } else {
+        lab.spawn_in_pod(pod, command)
+    };
+    Pipes::of(child.expect("start probe"))
+}
+
+/// Starts `skiff-node run ARGS` as one of the node's processes; returns its pid and log.
+fn start_daemon(lab: &mut Lab, node: NodeId, args: &[String]) -> (i32, ChildStderr) {
+    let mut command = Command::new(DAEMON);
+    command
+        .args(args)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = lab.spawn_on_node(node, command).expect("start skiff-node");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    if line.trim() != "ready" {
+        let mut log = String::new();
+        let mut stderr = stderr;
+        let _ = stderr.read_to_string(&mut log);
+        panic!("skiff-node did not start: {line}\n{log}");
+    }
+    (child.id() as i32, stderr)
+}
+
+#[test]
+fn kill_9_of_the_daemon_breaks_no_connection() {
+    if !skiff_lab::privileged() {
+        return;
+    }
+    let mut lab = Lab::new().expect("lab");
+    let node = lab.add_node("n1").expect("node");
+    let client = lab.add_pod(node, "client").expect("pod");
+    let web1 = lab.add_pod(node, "web1").expect("pod");
+    let web2 = lab.add_pod(node, "web2").expect("pod");
+    for (pod, name) in [(web1, "web1"), (web2, "web2")] {
+        let mut command = probe();
+        command
+            .args(["serve", "--name", name, "--tcp", "8080"])
+            .stdout(Stdio::piped());
+        let child = lab.spawn_in_pod(pod, command).expect("server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "serving");
+    }
+    let endpoints = [web1, web2]
+        .map(|pod| json!({"ip": lab.pod(pod).ip, "local": true}))
+        .to_vec();
+    let mut web = service("web", "10.96.0.10", json!([{"port": 80, "targetPort": 8080}]), vec![]);
+    web.endpoints = serde_json::from_value(Value::Array(endpoints)).unwrap();
+    let desired = json!({"nodeAddresses": [lab.node(node).address], "services": [web]});
+    let services_file = std::env::temp_dir().join(format!("{}-services.json", lab.id()));
+    std::fs::write(&services_file, desired.to_string()).unwrap();
+
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        "--pin-dir".into(),
+        pin_dir(&lab, node).display().to_string(),
+        "--cgroup".into(),
+        lab.node(node).cgroup.display().to_string(),
+        "--uplink".into(),
+        "eth0".into(),
+        "--services".into(),
+        services_file.display().to_string(),
+    ];
+    for pod in [client, web1, web2] {
+        let p = lab.pod(pod);
+        args.extend(["--pod".into(), format!("{}={}", p.host_interface, p.ip)]);
+    }
+    let (pid, _first_log) = start_daemon(&mut lab, node, &args);
+
+    // Established flows on both paths (socket hooks; conntrack outside the cgroup), and
+    // continuous new connections on both.
+    let mut sessions: Vec<Pipes> = [false, true]
+        .map(|outside| probe_in(&mut lab, client, outside, &["session", VIP]))
+        .into();
+    for (i, session) in sessions.iter_mut().enumerate() {
+        let result = session.exchange();
+        assert_eq!(result["ok"], true, "session {i} before the kill: {result}");
+    }
+    let loads: Vec<Pipes> = [false, true]
+        .map(|outside| probe_in(&mut lab, client, outside, &["load", VIP, "--interval-ms", "20"]))
+        .into();
+    std::thread::sleep(Duration::from_millis(300));
+
+    // SAFETY: kill(2) of the daemon's pid.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    std::thread::sleep(Duration::from_millis(1000));
+    for (i, session) in sessions.iter_mut().enumerate() {
+        let result = session.exchange();
+        assert_eq!(result["ok"], true, "session {i} while the daemon is down: {result}");
+    }
+
+    let (_, log) = start_daemon(&mut lab, node, &args);
+    std::thread::sleep(Duration::from_millis(500));
+    for (i, session) in sessions.iter_mut().enumerate() {
+        let result = session.exchange();
+        assert_eq!(result["ok"], true, "session {i} after the restart: {result}");
+    }
+    for (i, load) in loads.into_iter().enumerate() {
+        let summary = load.finish();
+        assert!(summary["attempts"].as_u64().unwrap() > 20, "load {i}: {summary}");
+        assert_eq!(summary["failures"], 0, "load {i} saw failed connections: {summary}");
+    }
+
+    // The restarted daemon adopted the service and had nothing to rewrite.
+    let mut log_lines = BufReader::new(log).lines();
+    let mut adopted = false;
+    let mut reconciled = None;
+    for line in log_lines.by_ref().take(50) {
+        let line = line.unwrap();
+        adopted |= line.contains("service maps adopted") && line.contains("frontends=1");
+        if line.contains("services reconciled") {
+            reconciled = Some(line);
+            break;
+        }
+    }
+    assert!(adopted, "the restarted daemon did not report adopting the pinned service");
+    let reconciled = reconciled.expect("a reconcile log line");
+    assert!(
+        reconciled.contains("frontends_written: 0") && reconciled.contains("backends_written: 0"),
+        "a restart must not rewrite the maps: {reconciled}"
+    );
+
+    // Inspection reads the kernel's view from the pins.
+    let output = Command::new(DAEMON)
+        .args(["services", "--pin-dir", &pin_dir(&lab, node).display().to_string()])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{listing}");
+    for expected in ["10.96.0.10:80/tcp", &format!("{}:8080", lab.pod(web1).ip), "CONNTRACK"] {
+        assert!(listing.contains(expected), "`skiff-node services` lacks {expected}:\n{listing}");
+    }
+    let _ = std::fs::remove_file(services_file);
+}
