@@ -230,7 +230,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         }
     }
-    tracing::info!("stopping; the pinned data plane keeps forwarding (`skiff-node reset` removes it)");
+    tracing::info!(
+        "stopping; the pinned data plane keeps forwarding (`skiff-node reset` removes it)"
+    );
     Ok(())
 }
 
@@ -265,11 +267,15 @@ impl DesiredFile {
         self.applied = Some(modified);
         match self.load().and_then(|desired| {
             let stats = reconciler.reconcile(&desired)?;
-            health.update(&desired).context("opening health-check node ports")?;
+            health
+                .update(&desired)
+                .context("opening health-check node ports")?;
             Ok(stats)
         }) {
             Ok(stats) => tracing::info!(?stats, "services reconciled"),
-            Err(e) => tracing::error!(file = %self.path.display(), "services file rejected, kernel state unchanged: {e:#}"),
+            Err(e) => {
+                tracing::error!(file = %self.path.display(), "services file rejected, kernel state unchanged: {e:#}")
+            }
         }
     }
 
@@ -281,8 +287,12 @@ impl DesiredFile {
 }
 
 fn print_services(pin_dir: &Path, maglev: bool) -> anyhow::Result<()> {
-    let maps = ServiceMaps::open_pinned(pin_dir)
-        .with_context(|| format!("no Skiff data plane pinned in {} (is skiff-node running there? --pin-dir)", pin_dir.display()))?;
+    let maps = ServiceMaps::open_pinned(pin_dir).with_context(|| {
+        format!(
+            "no Skiff data plane pinned in {} (is skiff-node running there? --pin-dir)",
+            pin_dir.display()
+        )
+    })?;
     let snapshot = maps.snapshot()?;
     println!("{:<26} {:>4} {:<22} BACKENDS", "FRONTEND", "ID", "MODE");
     for (frontend, entry) in &snapshot.frontends {
@@ -319,7 +329,12 @@ fn print_services(pin_dir: &Path, maglev: bool) -> anyhow::Result<()> {
         };
         println!(
             "{:<26} {:>4} {:<22} {}",
-            format!("{}:{}/{}", frontend.addr, frontend.port, proto_name(frontend.proto)),
+            format!(
+                "{}:{}/{}",
+                frontend.addr,
+                frontend.port,
+                proto_name(frontend.proto)
+            ),
             entry.header.frontend_id,
             mode.join(","),
             backends
@@ -328,7 +343,11 @@ fn print_services(pin_dir: &Path, maglev: bool) -> anyhow::Result<()> {
             let table = maps.maglev_table(entry)?;
             for id in &entry.backend_ids {
                 let share = table.iter().filter(|t| *t == id).count();
-                println!("{:>32} backend #{id}: {share}/{} table positions", "", table.len());
+                println!(
+                    "{:>32} backend #{id}: {share}/{} table positions",
+                    "",
+                    table.len()
+                );
             }
         }
     }
@@ -342,7 +361,10 @@ fn print_services(pin_dir: &Path, maglev: bool) -> anyhow::Result<()> {
         println!("draining (existing flows only): {}", draining.join(", "));
     }
     println!();
-    println!("{:<14} {:>10} {:>10} {:>6}", "MAP", "ENTRIES", "CAPACITY", "FULL");
+    println!(
+        "{:<14} {:>10} {:>10} {:>6}",
+        "MAP", "ENTRIES", "CAPACITY", "FULL"
+    );
     for m in map_fullness(pin_dir)? {
         println!(
             "{:<14} {:>10} {:>10} {:>5.1}%",

@@ -54,7 +54,10 @@ impl Pipes {
 
 fn probe_in(lab: &mut Lab, pod: PodId, outside_cgroup: bool, args: &[&str]) -> Pipes {
     let mut command = probe();
-    command.args(args).stdin(Stdio::piped()).stdout(Stdio::piped());
+    command
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
     let child = if outside_cgroup {
         lab.spawn_in_pod_netns_only(pod, command)
     } else {
@@ -112,7 +115,12 @@ fn kill_9_of_the_daemon_breaks_no_connection() {
     let endpoints = [web1, web2]
         .map(|pod| json!({"ip": lab.pod(pod).ip, "local": true}))
         .to_vec();
-    let mut web = service("web", "10.96.0.10", json!([{"port": 80, "targetPort": 8080}]), vec![]);
+    let mut web = service(
+        "web",
+        "10.96.0.10",
+        json!([{"port": 80, "targetPort": 8080}]),
+        vec![],
+    );
     web.endpoints = serde_json::from_value(Value::Array(endpoints)).unwrap();
     let desired = json!({"nodeAddresses": [lab.node(node).address], "services": [web]});
     let services_file = std::env::temp_dir().join(format!("{}-services.json", lab.id()));
@@ -145,7 +153,14 @@ fn kill_9_of_the_daemon_breaks_no_connection() {
         assert_eq!(result["ok"], true, "session {i} before the kill: {result}");
     }
     let loads: Vec<Pipes> = [false, true]
-        .map(|outside| probe_in(&mut lab, client, outside, &["load", VIP, "--interval-ms", "20"]))
+        .map(|outside| {
+            probe_in(
+                &mut lab,
+                client,
+                outside,
+                &["load", VIP, "--interval-ms", "20"],
+            )
+        })
         .into();
     std::thread::sleep(Duration::from_millis(300));
 
@@ -154,19 +169,31 @@ fn kill_9_of_the_daemon_breaks_no_connection() {
     std::thread::sleep(Duration::from_millis(1000));
     for (i, session) in sessions.iter_mut().enumerate() {
         let result = session.exchange();
-        assert_eq!(result["ok"], true, "session {i} while the daemon is down: {result}");
+        assert_eq!(
+            result["ok"], true,
+            "session {i} while the daemon is down: {result}"
+        );
     }
 
     let (_, log) = start_daemon(&mut lab, node, &args);
     std::thread::sleep(Duration::from_millis(500));
     for (i, session) in sessions.iter_mut().enumerate() {
         let result = session.exchange();
-        assert_eq!(result["ok"], true, "session {i} after the restart: {result}");
+        assert_eq!(
+            result["ok"], true,
+            "session {i} after the restart: {result}"
+        );
     }
     for (i, load) in loads.into_iter().enumerate() {
         let summary = load.finish();
-        assert!(summary["attempts"].as_u64().unwrap() > 20, "load {i}: {summary}");
-        assert_eq!(summary["failures"], 0, "load {i} saw failed connections: {summary}");
+        assert!(
+            summary["attempts"].as_u64().unwrap() > 20,
+            "load {i}: {summary}"
+        );
+        assert_eq!(
+            summary["failures"], 0,
+            "load {i} saw failed connections: {summary}"
+        );
     }
 
     // The restarted daemon adopted the service and had nothing to rewrite.
@@ -181,7 +208,10 @@ fn kill_9_of_the_daemon_breaks_no_connection() {
             break;
         }
     }
-    assert!(adopted, "the restarted daemon did not report adopting the pinned service");
+    assert!(
+        adopted,
+        "the restarted daemon did not report adopting the pinned service"
+    );
     let reconciled = reconciled.expect("a reconcile log line");
     assert!(
         reconciled.contains("frontends_written: 0") && reconciled.contains("backends_written: 0"),
@@ -190,13 +220,24 @@ fn kill_9_of_the_daemon_breaks_no_connection() {
 
     // Inspection reads the kernel's view from the pins.
     let output = Command::new(DAEMON)
-        .args(["services", "--pin-dir", &pin_dir(&lab, node).display().to_string()])
+        .args([
+            "services",
+            "--pin-dir",
+            &pin_dir(&lab, node).display().to_string(),
+        ])
         .output()
         .unwrap();
     let listing = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{listing}");
-    for expected in ["10.96.0.10:80/tcp", &format!("{}:8080", lab.pod(web1).ip), "CONNTRACK"] {
-        assert!(listing.contains(expected), "`skiff-node services` lacks {expected}:\n{listing}");
+    for expected in [
+        "10.96.0.10:80/tcp",
+        &format!("{}:8080", lab.pod(web1).ip),
+        "CONNTRACK",
+    ] {
+        assert!(
+            listing.contains(expected),
+            "`skiff-node services` lacks {expected}:\n{listing}"
+        );
     }
     let _ = std::fs::remove_file(services_file);
 }

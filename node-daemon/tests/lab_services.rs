@@ -103,27 +103,97 @@ fn packet_flow_table() {
     use Expect::*;
     let rows: Vec<(Client, String, &str, Expect)> = vec![
         // ClusterIP, socket path: same node, other node's pods, node's own processes.
-        (Pod("client"), "10.96.0.10:80".into(), "tcp", Served(web, None)),
-        (Pod("client"), "10.96.0.10:81".into(), "tcp", Served(web, None)),
-        (Pod("web2"), "10.96.0.10:80".into(), "tcp", Served(web, None)),
+        (
+            Pod("client"),
+            "10.96.0.10:80".into(),
+            "tcp",
+            Served(web, None),
+        ),
+        (
+            Pod("client"),
+            "10.96.0.10:81".into(),
+            "tcp",
+            Served(web, None),
+        ),
+        (
+            Pod("web2"),
+            "10.96.0.10:80".into(),
+            "tcp",
+            Served(web, None),
+        ),
         (Node(0), "10.96.0.10:80".into(), "tcp", Served(web, None)),
         (Node(1), "10.96.0.10:81".into(), "tcp", Served(web, None)),
-        (Pod("client"), "10.96.0.53:53".into(), "udp", Served(&["dns1"], None)),
-        (Pod("web2"), "10.96.0.53:53".into(), "udp", Served(&["dns1"], None)),
+        (
+            Pod("client"),
+            "10.96.0.53:53".into(),
+            "udp",
+            Served(&["dns1"], None),
+        ),
+        (
+            Pod("web2"),
+            "10.96.0.53:53".into(),
+            "udp",
+            Served(&["dns1"], None),
+        ),
         (Pod("client"), "10.96.0.99:80".into(), "tcp", Refused),
         // Hairpin: web1 through a service whose only endpoint is web1.
-        (Pod("web1"), "10.96.0.30:80".into(), "tcp", Served(&["web1"], None)),
+        (
+            Pod("web1"),
+            "10.96.0.30:80".into(),
+            "tcp",
+            Served(&["web1"], None),
+        ),
         // ClusterIP, per-packet path (a process outside the pod cgroup).
-        (PodOutsideCgroup("client"), "10.96.0.10:80".into(), "tcp", Served(web, None)),
-        (PodOutsideCgroup("web2"), "10.96.0.10:81".into(), "tcp", Served(web, None)),
-        (PodOutsideCgroup("client"), "10.96.0.53:53".into(), "udp", Served(&["dns1"], None)),
-        (PodOutsideCgroup("client"), "10.96.0.99:80".into(), "tcp", Dropped),
-        (PodOutsideCgroup("web1"), "10.96.0.30:80".into(), "tcp", Served(&["web1"], Some("10.96.0.30".into()))),
+        (
+            PodOutsideCgroup("client"),
+            "10.96.0.10:80".into(),
+            "tcp",
+            Served(web, None),
+        ),
+        (
+            PodOutsideCgroup("web2"),
+            "10.96.0.10:81".into(),
+            "tcp",
+            Served(web, None),
+        ),
+        (
+            PodOutsideCgroup("client"),
+            "10.96.0.53:53".into(),
+            "udp",
+            Served(&["dns1"], None),
+        ),
+        (
+            PodOutsideCgroup("client"),
+            "10.96.0.99:80".into(),
+            "tcp",
+            Dropped,
+        ),
+        (
+            PodOutsideCgroup("web1"),
+            "10.96.0.30:80".into(),
+            "tcp",
+            Served(&["web1"], Some("10.96.0.30".into())),
+        ),
         // NodePort, externalTrafficPolicy Cluster: any node, masqueraded to the node reached.
-        (External(external), format!("{n1}:30080"), "tcp", Served(&["web2"], Some(n1.clone()))),
-        (External(external), format!("{n2}:30080"), "tcp", Served(&["web2"], Some(n2.clone()))),
+        (
+            External(external),
+            format!("{n1}:30080"),
+            "tcp",
+            Served(&["web2"], Some(n1.clone())),
+        ),
+        (
+            External(external),
+            format!("{n2}:30080"),
+            "tcp",
+            Served(&["web2"], Some(n2.clone())),
+        ),
         // NodePort, Local: the client's own address; a node without endpoints is silent.
-        (External(external), format!("{n1}:30081"), "tcp", Served(&["web1"], Some(outside.clone()))),
+        (
+            External(external),
+            format!("{n1}:30081"),
+            "tcp",
+            Served(&["web1"], Some(outside.clone())),
+        ),
         (External(external), format!("{n2}:30081"), "tcp", Dropped),
         // ClusterIPs are not served to the outside, even when addressed to a node.
         (External(external), format!("{n1}:80"), "tcp", Refused),
@@ -169,10 +239,16 @@ fn packet_flow_table() {
             Dropped => result["ok"] == false && !error.contains("refused"),
         };
         if !ok {
-            failures.push(format!("{client:?} -> {target}/{proto}: expected {expect:?}, got {result}"));
+            failures.push(format!(
+                "{client:?} -> {target}/{proto}: expected {expect:?}, got {result}"
+            ));
         }
     }
-    assert!(failures.is_empty(), "flow table rows failed:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "flow table rows failed:\n{}",
+        failures.join("\n")
+    );
 
     // Drops are counted where they happened: n1 for the per-packet refusal, n2 for Local.
     let no_backend = |i: usize| {
@@ -184,7 +260,10 @@ fn packet_flow_table() {
             .unwrap()
             .1
     };
-    assert!(no_backend(0) >= 1, "n1 counted the dropped ClusterIP packet");
+    assert!(
+        no_backend(0) >= 1,
+        "n1 counted the dropped ClusterIP packet"
+    );
     assert!(no_backend(1) >= 1, "n2 counted the Local NodePort drop");
 
     // Random selection reaches every endpoint.
@@ -197,8 +276,14 @@ fn packet_flow_table() {
     // Health-check node port: 200 with the local count where there is an endpoint, else 503.
     for (node, status, count) in [(&n1, "200", 1), (&n2, "503", 0)] {
         let body = http_get(&c, Client::External(external), &format!("{node}:31999"));
-        assert!(body.starts_with(&format!("HTTP/1.1 {status}")), "{node}: {body}");
-        assert!(body.contains(&format!("\"localEndpoints\":{count}")), "{node}: {body}");
+        assert!(
+            body.starts_with(&format!("HTTP/1.1 {status}")),
+            "{node}: {body}"
+        );
+        assert!(
+            body.contains(&format!("\"localEndpoints\":{count}")),
+            "{node}: {body}"
+        );
     }
 }
 
@@ -242,7 +327,10 @@ fn session_affinity_holds_switches_and_times_out() {
         let picks: Vec<String> = (0..10)
             .map(|_| c.reach(client, "10.96.0.40:80", "tcp").expect("reach").0)
             .collect();
-        assert!(picks.iter().all(|p| *p == picks[0]), "{client:?}: {picks:?}");
+        assert!(
+            picks.iter().all(|p| *p == picks[0]),
+            "{client:?}: {picks:?}"
+        );
         let pinned = picks[0].clone();
 
         // Switches when the endpoint goes away (not ready), and holds on the new one.
@@ -252,7 +340,10 @@ fn session_affinity_holds_switches_and_times_out() {
         let picks: Vec<String> = (0..5)
             .map(|_| c.reach(client, "10.96.0.40:80", "tcp").expect("reach").0)
             .collect();
-        assert!(picks.iter().all(|p| *p != pinned), "{client:?} after removal: {picks:?}");
+        assert!(
+            picks.iter().all(|p| *p != pinned),
+            "{client:?} after removal: {picks:?}"
+        );
         c.apply(&[sticky.clone()]);
 
         // Times out: once the timeout passes between connections, picks are random again.
@@ -264,7 +355,11 @@ fn session_affinity_holds_switches_and_times_out() {
                 break;
             }
         }
-        assert_eq!(seen.len(), 2, "{client:?}: affinity never expired: {seen:?}");
+        assert_eq!(
+            seen.len(),
+            2,
+            "{client:?}: affinity never expired: {seen:?}"
+        );
     }
 }
 
@@ -319,15 +414,28 @@ fn udp_flows_move_when_their_endpoint_is_replaced() {
     c.apply(&[dns(&c, "dns1")]);
     // An unconnected socket (sendto per query, the sendmsg4 hook) and a per-packet client
     // (outside the cgroup: conntrack) keep one socket across the replacement.
-    let mut socket_path = Session::start(&mut c, "client", "10.96.0.53:53", "udp", &["--unconnected"]);
+    let mut socket_path =
+        Session::start(&mut c, "client", "10.96.0.53:53", "udp", &["--unconnected"]);
     let first = socket_path.exchange();
-    assert!(first["answer"].as_str().unwrap().starts_with("dns1 "), "{first}");
-    assert_eq!(first["peer"], "10.96.0.53:53", "replies appear to come from the VIP");
+    assert!(
+        first["answer"].as_str().unwrap().starts_with("dns1 "),
+        "{first}"
+    );
+    assert_eq!(
+        first["peer"], "10.96.0.53:53",
+        "replies appear to come from the VIP"
+    );
 
     c.apply(&[dns(&c, "dns2")]);
     let next = socket_path.exchange();
-    assert_eq!(next["ok"], true, "the next query after the replacement: {next}");
-    assert!(next["answer"].as_str().unwrap().starts_with("dns2 "), "{next}");
+    assert_eq!(
+        next["ok"], true,
+        "the next query after the replacement: {next}"
+    );
+    assert!(
+        next["answer"].as_str().unwrap().starts_with("dns2 "),
+        "{next}"
+    );
     assert_eq!(next["peer"], "10.96.0.53:53");
 }
 
@@ -367,9 +475,15 @@ fn draining_endpoints_keep_established_flows_and_take_no_new_ones() {
         let (name, _) = c
             .reach(Client::Pod("client"), "10.96.0.10:80", "tcp")
             .expect("reach");
-        assert_eq!(name, "web2", "a terminating endpoint takes no new connection");
+        assert_eq!(
+            name, "web2",
+            "a terminating endpoint takes no new connection"
+        );
     }
     let still = on_web1.exchange();
-    assert_eq!(still["ok"], true, "the established connection survives: {still}");
+    assert_eq!(
+        still["ok"], true,
+        "the established connection survives: {still}"
+    );
     assert!(still["answer"].as_str().unwrap().starts_with("web1 "));
 }

@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 
 use skiff_common::DropReason;
 use skiff_lab::packet::{arp_request, ipv6_frame, Ipv4Packet, ETH_HDR_LEN};
-use skiff_node::dataplane::{AttachMode, DataPlane, EndpointTraffic, PodProgram};
+use skiff_node::dataplane::{AttachMode, DataPlane, EndpointTraffic, TcProgram};
 
 const TC_ACT_OK: i32 = 0;
 const TC_ACT_SHOT: i32 = 2;
@@ -22,7 +22,7 @@ const PEER_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 3);
 #[derive(Debug)]
 struct Fixture {
     name: &'static str,
-    program: PodProgram,
+    program: TcProgram,
     /// Whether loopback is registered as the pod's veth for this row.
     registered: bool,
     packet: Vec<u8>,
@@ -46,7 +46,7 @@ fn with_version_ihl(mut frame: Vec<u8>, byte: u8) -> Vec<u8> {
 }
 
 fn fixtures() -> Vec<Fixture> {
-    use PodProgram::*;
+    use TcProgram::*;
     let row = |name, program, packet, verdict, drop, counted| Fixture {
         name,
         program,
@@ -219,14 +219,15 @@ fn tc_programs_match_every_fixture() {
         }
         let len = fixture.packet.len() as u64;
         let (packets, bytes) = match fixture.program {
-            PodProgram::FromPod => (
+            TcProgram::FromPod => (
                 traffic_after.from_pod_packets - traffic_before.from_pod_packets,
                 traffic_after.from_pod_bytes - traffic_before.from_pod_bytes,
             ),
-            PodProgram::ToPod => (
+            TcProgram::ToPod => (
                 traffic_after.to_pod_packets - traffic_before.to_pod_packets,
                 traffic_after.to_pod_bytes - traffic_before.to_pod_bytes,
             ),
+            TcProgram::FromNetwork => (0, 0),
         };
         let expected = if fixture.counted { (1, len) } else { (0, 0) };
         if (packets, bytes) != expected {
@@ -258,7 +259,7 @@ fn repeated_runs_count_every_packet() {
         .unwrap();
     let packet = udp_from(POD_IP);
     let outcome = dataplane
-        .test_run(PodProgram::FromPod, &packet, LOOPBACK, 1000)
+        .test_run(TcProgram::FromPod, &packet, LOOPBACK, 1000)
         .unwrap();
     assert_eq!(outcome.verdict, TC_ACT_OK);
     let traffic = traffic(&mut dataplane);

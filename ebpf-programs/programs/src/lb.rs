@@ -70,7 +70,12 @@ pub fn select_backend(
     } else {
         // SAFETY: plain helper call.
         let pick = unsafe { bpf_get_prandom_u32() } % header.count as u32;
-        let key = ServiceKey::new(frontend.addr, frontend.port, frontend.proto, pick as u16 + 1);
+        let key = ServiceKey::new(
+            frontend.addr,
+            frontend.port,
+            frontend.proto,
+            pick as u16 + 1,
+        );
         // SAFETY: the value is copied out at once.
         unsafe { SERVICES.get(&key) }.copied()?.backend_id
     };
@@ -90,7 +95,11 @@ pub fn select_backend(
 /// The client's affinity backend if the entry is within the timeout and the backend is still
 /// active; refreshes the entry's timestamp (Kubernetes measures the timeout from the last use).
 #[inline(always)]
-fn remembered_backend(key: &AffinityKey, header: &ServiceValue, now: u64) -> Option<(u32, Backend)> {
+fn remembered_backend(
+    key: &AffinityKey,
+    header: &ServiceValue,
+    now: u64,
+) -> Option<(u32, Backend)> {
     let entry = AFFINITY.get_ptr_mut(key)?;
     // SAFETY: the pointer comes from a successful lookup; concurrent writers only race on a
     // timestamp, which is harmless.

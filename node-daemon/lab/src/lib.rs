@@ -279,7 +279,11 @@ impl Lab {
     }
 
     /// Runs `command` to completion on the external machine.
-    pub fn run_in_external(&self, id: ExternalId, command: Command) -> Result<std::process::Output> {
+    pub fn run_in_external(
+        &self,
+        id: ExternalId,
+        command: Command,
+    ) -> Result<std::process::Output> {
         let external = &self.externals[id.0];
         sys::output_in(command, external.netns.path(), Some(&external.cgroup))
     }

@@ -147,7 +147,12 @@ fn main() -> ExitCode {
             proto,
             timeout_ms,
             unconnected,
-        } => session(&target, proto, Duration::from_millis(timeout_ms), unconnected),
+        } => session(
+            &target,
+            proto,
+            Duration::from_millis(timeout_ms),
+            unconnected,
+        ),
         Command::Load {
             target,
             proto,
@@ -342,7 +347,12 @@ struct LoadSummary {
     errors: Vec<String>,
 }
 
-fn load(target: &str, proto: Proto, interval: Duration, timeout: Duration) -> anyhow::Result<ExitCode> {
+fn load(
+    target: &str,
+    proto: Proto,
+    interval: Duration,
+    timeout: Duration,
+) -> anyhow::Result<ExitCode> {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stdin_stop = std::sync::Arc::clone(&stop);
     thread::spawn(move || {
@@ -364,12 +374,17 @@ fn load(target: &str, proto: Proto, interval: Duration, timeout: Duration) -> an
         if let Err(e) = outcome {
             summary.failures += 1;
             if summary.errors.len() < 5 {
-                summary.errors.push(format!("attempt {}: {e:#}", summary.attempts));
+                summary
+                    .errors
+                    .push(format!("attempt {}: {e:#}", summary.attempts));
             }
         }
         thread::sleep(interval);
     }
-    println!("{}", serde_json::to_string(&summary).expect("summary serialises"));
+    println!(
+        "{}",
+        serde_json::to_string(&summary).expect("summary serialises")
+    );
     Ok(if summary.failures == 0 {
         ExitCode::SUCCESS
     } else {
@@ -377,7 +392,12 @@ fn load(target: &str, proto: Proto, interval: Duration, timeout: Duration) -> an
     })
 }
 
-fn session(target: &str, proto: Proto, timeout: Duration, unconnected: bool) -> anyhow::Result<ExitCode> {
+fn session(
+    target: &str,
+    proto: Proto,
+    timeout: Duration,
+    unconnected: bool,
+) -> anyhow::Result<ExitCode> {
     let addr = resolve(target)?;
     let mut failures = 0;
     match proto {
@@ -388,7 +408,9 @@ fn session(target: &str, proto: Proto, timeout: Duration, unconnected: bool) -> 
             let mut writer = stream.try_clone()?;
             let mut reader = std::io::BufReader::new(stream);
             let mut greeting = String::new();
-            reader.read_line(&mut greeting).context("reading the greeting")?;
+            reader
+                .read_line(&mut greeting)
+                .context("reading the greeting")?;
             for _ in std::io::stdin().lines() {
                 let started = Instant::now();
                 let outcome = (|| {

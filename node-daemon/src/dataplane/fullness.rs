@@ -27,7 +27,10 @@ pub fn map_fullness(pin_dir: &Path) -> Result<Vec<MapFullness>, DataPlaneError> 
             continue; // an array: always "full", nothing to report
         }
         let data = MapData::from_pin(layout.map(name)).map_err(DataPlaneError::map(name))?;
-        let capacity = data.info().map_err(DataPlaneError::map(name))?.max_entries() as u64;
+        let capacity = data
+            .info()
+            .map_err(DataPlaneError::map(name))?
+            .max_entries() as u64;
         let data = Map::from_map_data(data).map_err(DataPlaneError::map(name))?;
         let entries = match name {
             names::ENDPOINTS => count::<u32, EndpointInfo>(data),

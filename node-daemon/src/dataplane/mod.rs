@@ -40,7 +40,7 @@ pub use services::{
     proto_name, BackendEntry, Frontend, FrontendEntry, FrontendHeader, ServiceMaps,
     ServiceMapsSnapshot,
 };
-pub use test_run::{PodProgram, TestRunOutcome};
+pub use test_run::{TcProgram, TestRunOutcome};
 
 /// The eBPF object built by `build.rs` from `ebpf-programs/programs`.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/skiff"));
@@ -151,11 +151,7 @@ impl DataPlane {
         let mut ebpf = loader
             .load(EBPF_OBJECT)
             .map_err(|e| DataPlaneError::Load(Box::new(e)))?;
-        for name in [
-            programs::FROM_POD,
-            programs::TO_POD,
-            programs::FROM_NETWORK,
-        ] {
+        for name in [programs::FROM_POD, programs::TO_POD, programs::FROM_NETWORK] {
             let program: &mut SchedClassifier = program_mut(&mut ebpf, name)?;
             program
                 .load()
@@ -345,7 +341,9 @@ impl DataPlane {
     /// Hands the service maps to their one writer, the service reconciler. A second call fails.
     pub fn take_service_maps(&mut self) -> Result<ServiceMaps, DataPlaneError> {
         let mut take = |name: &'static str| {
-            self.ebpf.take_map(name).ok_or(DataPlaneError::MapsTaken(name))
+            self.ebpf
+                .take_map(name)
+                .ok_or(DataPlaneError::MapsTaken(name))
         };
         ServiceMaps::from_maps(
             take(names::SERVICES)?,
@@ -403,7 +401,10 @@ fn open_pinned_link(path: &Path) -> Result<Option<PinnedLink>, DataPlaneError> {
     }
 }
 
-fn link_error<'a>(program: &'static str, target: &'a str) -> impl FnOnce(LinkError) -> DataPlaneError + 'a {
+fn link_error<'a>(
+    program: &'static str,
+    target: &'a str,
+) -> impl FnOnce(LinkError) -> DataPlaneError + 'a {
     move |source| DataPlaneError::Link {
         program,
         target: target.to_string(),

@@ -49,7 +49,12 @@ pub fn proto_name(proto: u8) -> &'static str {
 
 impl Frontend {
     fn key(&self, slot: u16) -> ServiceKey {
-        ServiceKey::new(u32::from(self.addr).to_be(), self.port.to_be(), self.proto, slot)
+        ServiceKey::new(
+            u32::from(self.addr).to_be(),
+            self.port.to_be(),
+            self.proto,
+            slot,
+        )
     }
 
     fn from_key(key: &ServiceKey) -> Frontend {

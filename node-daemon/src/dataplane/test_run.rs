@@ -8,18 +8,20 @@ use skiff_common::programs;
 
 use super::{program_mut, DataPlane, DataPlaneError};
 
-/// Which per-pod TC program to run.
+/// Which TC program to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PodProgram {
+pub enum TcProgram {
     FromPod,
     ToPod,
+    FromNetwork,
 }
 
-impl PodProgram {
+impl TcProgram {
     fn name(self) -> &'static str {
         match self {
-            PodProgram::FromPod => programs::FROM_POD,
-            PodProgram::ToPod => programs::TO_POD,
+            TcProgram::FromPod => programs::FROM_POD,
+            TcProgram::ToPod => programs::TO_POD,
+            TcProgram::FromNetwork => programs::FROM_NETWORK,
         }
     }
 }
@@ -43,7 +45,7 @@ impl DataPlane {
     /// an interface in the calling thread's network namespace (1 = loopback always works).
     pub fn test_run(
         &mut self,
-        program: PodProgram,
+        program: TcProgram,
         packet: &[u8],
         ifindex: u32,
         repeat: u32,

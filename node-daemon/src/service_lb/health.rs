@@ -46,9 +46,10 @@ impl HealthChecks {
     pub fn update(&mut self, desired: &DesiredServices) -> std::io::Result<()> {
         let mut wanted = BTreeMap::new();
         for service in &desired.services {
-            let (Some(port), TrafficPolicy::Local) =
-                (service.health_check_node_port, service.external_traffic_policy)
-            else {
+            let (Some(port), TrafficPolicy::Local) = (
+                service.health_check_node_port,
+                service.external_traffic_policy,
+            ) else {
                 continue;
             };
             let local_endpoints = service
@@ -98,7 +99,11 @@ impl HealthChecks {
                 while !thread_stop.load(Ordering::Relaxed) {
                     match socket.accept() {
                         Ok((stream, _)) => {
-                            let answer = published.lock().expect("health state lock").get(&port).cloned();
+                            let answer = published
+                                .lock()
+                                .expect("health state lock")
+                                .get(&port)
+                                .cloned();
                             let _ = respond(stream, answer);
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -138,7 +143,10 @@ fn respond(mut stream: TcpStream, answer: Option<Published>) -> std::io::Result<
                 p.namespace, p.name, p.local_endpoints
             ),
         ),
-        None => ("404 Not Found", r#"{"error":"no such service"}"#.to_string()),
+        None => (
+            "404 Not Found",
+            r#"{"error":"no such service"}"#.to_string(),
+        ),
     };
     write!(
         stream,

@@ -63,7 +63,9 @@ mod tests {
     use super::*;
 
     fn backends(n: u32) -> Vec<(String, u32)> {
-        (0..n).map(|i| (format!("10.244.1.{i}:8080"), i + 1)).collect()
+        (0..n)
+            .map(|i| (format!("10.244.1.{i}:8080"), i + 1))
+            .collect()
     }
 
     #[test]
@@ -73,7 +75,10 @@ mod tests {
         for id in 1..=10 {
             let share = table.iter().filter(|&&t| t == id).count();
             // M/N = 102; Maglev keeps shares within a few percent of that.
-            assert!((95..=110).contains(&share), "backend {id} has {share} slots");
+            assert!(
+                (95..=110).contains(&share),
+                "backend {id} has {share} slots"
+            );
         }
     }
 

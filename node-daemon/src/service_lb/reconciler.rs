@@ -12,7 +12,9 @@ use std::{
 use skiff_common::{SVC_FLAG_AFFINITY, SVC_FLAG_MAGLEV, SVC_FLAG_MASQUERADE, SVC_FLAG_NODE_PORT};
 
 use super::{
-    desired::{DesiredServices, LoadBalancing, Service, ServiceType, SessionAffinity, TrafficPolicy},
+    desired::{
+        DesiredServices, LoadBalancing, Service, ServiceType, SessionAffinity, TrafficPolicy,
+    },
     maglev::maglev_table,
 };
 use crate::dataplane::{BackendEntry, DataPlaneError, Frontend, FrontendHeader, ServiceMaps};
@@ -106,7 +108,10 @@ impl ServiceReconciler {
 
     /// Makes the kernel match `desired`, writing only what differs. `desired` is validated
     /// first; an invalid state changes nothing.
-    pub fn reconcile(&mut self, desired: &DesiredServices) -> Result<ReconcileStats, ReconcileError> {
+    pub fn reconcile(
+        &mut self,
+        desired: &DesiredServices,
+    ) -> Result<ReconcileStats, ReconcileError> {
         desired.validate()?;
         let (wanted_frontends, wanted_backends) = wanted(desired);
         let mut stats = ReconcileStats::default();
@@ -167,12 +172,8 @@ impl ServiceReconciler {
             });
             // An empty Maglev table cannot be looked up; count 0 refuses before it is used.
             let table = table.filter(|t| !t.is_empty());
-            self.maps.write_frontend(
-                *frontend,
-                header,
-                &applied.backend_ids,
-                table.as_deref(),
-            )?;
+            self.maps
+                .write_frontend(*frontend, header, &applied.backend_ids, table.as_deref())?;
             self.frontends.insert(*frontend, applied);
             stats.frontends_written += 1;
         }
@@ -261,7 +262,9 @@ fn wanted(
                 continue;
             };
             let (node_flags, node_backends) = match service.external_traffic_policy {
-                TrafficPolicy::Cluster => (flags | SVC_FLAG_NODE_PORT | SVC_FLAG_MASQUERADE, &serving),
+                TrafficPolicy::Cluster => {
+                    (flags | SVC_FLAG_NODE_PORT | SVC_FLAG_MASQUERADE, &serving)
+                }
                 TrafficPolicy::Local => (flags | SVC_FLAG_NODE_PORT, &serving_local),
             };
             for &addr in &desired.node_addresses {

@@ -221,7 +221,12 @@ impl Cluster {
     }
 
     /// Connects once and returns (answering pod, address the server saw the client as).
-    pub fn reach(&self, client: Client, target: &str, proto: &str) -> Result<(String, String), Value> {
+    pub fn reach(
+        &self,
+        client: Client,
+        target: &str,
+        proto: &str,
+    ) -> Result<(String, String), Value> {
         let result = self.run(client, connect_command(target, proto, &[]));
         if result["ok"] != true {
             return Err(result);
@@ -234,7 +239,12 @@ impl Cluster {
 }
 
 /// A service with the fields the tests vary; the rest defaulted.
-pub fn service(name: &str, cluster_ip: &str, ports: serde_json::Value, endpoints: Vec<Endpoint>) -> Service {
+pub fn service(
+    name: &str,
+    cluster_ip: &str,
+    ports: serde_json::Value,
+    endpoints: Vec<Endpoint>,
+) -> Service {
     let mut service: Service = serde_json::from_value(serde_json::json!({
         "name": name,
         "clusterIp": cluster_ip,
