@@ -206,8 +206,10 @@ impl DataPlane {
         };
         if self.attach_mode == AttachMode::Clsact {
             match tc::qdisc_add_clsact(interface) {
-                // Already there: a previous daemon run (or another TC user) added it.
-                Ok(()) | Err(tc::TcError::AlreadyAttached) => {}
+                Ok(()) => {}
+                // Already there: added for the other direction, by a previous daemon run, or
+                // by another TC user.
+                Err(tc::TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => {}
                 Err(e) => return Err(attach_error(e.into())),
             }
         }
