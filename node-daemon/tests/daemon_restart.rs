@@ -91,10 +91,22 @@ fn start_daemon(lab: &mut Lab, node: NodeId, args: &[String]) -> (i32, ChildStde
 }
 
 #[test]
-fn kill_9_of_the_daemon_breaks_no_connection() {
-    if !skiff_lab::privileged() {
-        return;
+fn kill_9_of_the_daemon_breaks_no_connection_tcx() {
+    if skiff_lab::privileged() {
+        kill_9_breaks_no_connection("tcx");
     }
+}
+
+/// clsact filters are not owned by a file descriptor: the restarted daemon replaces its own
+/// filters in place (fixed priority and handle) instead of stacking new ones.
+#[test]
+fn kill_9_of_the_daemon_breaks_no_connection_clsact() {
+    if skiff_lab::privileged() {
+        kill_9_breaks_no_connection("clsact");
+    }
+}
+
+fn kill_9_breaks_no_connection(attach_mode: &str) {
     let mut lab = Lab::new().expect("lab");
     let node = lab.add_node("n1").expect("node");
     let client = lab.add_pod(node, "client").expect("pod");
@@ -128,6 +140,8 @@ fn kill_9_of_the_daemon_breaks_no_connection() {
 
     let mut args: Vec<String> = vec![
         "run".into(),
+        "--attach-mode".into(),
+        attach_mode.into(),
         "--pin-dir".into(),
         pin_dir(&lab, node).display().to_string(),
         "--cgroup".into(),
@@ -217,6 +231,35 @@ fn kill_9_of_the_daemon_breaks_no_connection() {
         reconciled.contains("frontends_written: 0") && reconciled.contains("backends_written: 0"),
         "a restart must not rewrite the maps: {reconciled}"
     );
+
+    // One program per hook after the restart: replaced, not stacked.
+    let interface = lab.pod(client).host_interface.clone();
+    let filters = Command::new("tc")
+        .args([
+            "-n",
+            lab.node(node).netns.name(),
+            "filter",
+            "show",
+            "dev",
+            &interface,
+            "ingress",
+        ])
+        .output()
+        .unwrap();
+    let filters = String::from_utf8_lossy(&filters.stdout);
+    if attach_mode == "clsact" {
+        assert_eq!(filters.matches("direct-action").count(), 1, "{filters}");
+    } else {
+        let programs = lab.node(node).netns.run(|| {
+            aya::programs::SchedClassifier::query_tcx(
+                &interface,
+                aya::programs::TcAttachType::Ingress,
+            )
+            .unwrap()
+            .1
+        });
+        assert_eq!(programs.len(), 1, "TCX ingress programs after the restart");
+    }
 
     // Inspection reads the kernel's view from the pins.
     let output = Command::new(DAEMON)

@@ -353,3 +353,73 @@ fn maglev_moves_only_the_flows_of_a_removed_backend() {
         "{moved_others} of {total} flows on surviving backends moved"
     );
 }
+
+#[test]
+fn reconciler_writes_only_what_changed() {
+    if !skiff_lab::privileged() {
+        return;
+    }
+    let mut dataplane = DataPlane::load(AttachMode::detect()).expect("load data plane");
+    let mut reconciler = ServiceReconciler::new(dataplane.take_service_maps().unwrap()).unwrap();
+    let mut state = desired();
+    let first = reconciler.reconcile(&state).unwrap();
+    // 6 ClusterIP frontends + 3 NodePort frontends on the one node address.
+    assert_eq!(first.frontends_written, 9, "{first:?}");
+    assert!(
+        reconciler.reconcile(&state).unwrap().is_empty(),
+        "same state, no writes"
+    );
+
+    // One more endpoint for `web`: one backend and one frontend written, nothing else.
+    state.services[0]
+        .endpoints
+        .push(serde_json::from_value(json!({"ip": "10.244.2.9"})).unwrap());
+    let stats = reconciler.reconcile(&state).unwrap();
+    assert_eq!(
+        (
+            stats.backends_written,
+            stats.frontends_written,
+            stats.frontends_removed,
+            stats.backends_removed
+        ),
+        (1, 1, 0, 0),
+        "{stats:?}"
+    );
+
+    // Deleting a service removes its frontends and the backends nobody else uses.
+    let dns = state.services.remove(1);
+    let stats = reconciler.reconcile(&state).unwrap();
+    assert_eq!(
+        (
+            stats.frontends_removed,
+            stats.backends_removed,
+            stats.frontends_written
+        ),
+        (1, 1, 0),
+        "{stats:?} after deleting {}",
+        dns.name
+    );
+
+    // A restart adopts what the kernel holds: a new reconciler on the same maps writes nothing.
+    let snapshot = reconciler.maps().snapshot().unwrap();
+    assert_eq!(snapshot.frontends.len(), reconciler.frontend_count());
+    let web = snapshot
+        .frontends
+        .iter()
+        .find(|(f, _)| f.addr == VIP)
+        .map(|(_, e)| e.backend_ids.len());
+    assert_eq!(web, Some(2), "web's two backends as the kernel holds them");
+
+    // An invalid state is rejected whole, naming the field, and changes nothing.
+    let mut bad = state.clone();
+    bad.services[0].ports[0].node_port = Some(30000);
+    let error = reconciler.reconcile(&bad).unwrap_err().to_string();
+    assert!(
+        error.contains("ports[0].nodePort") && error.contains("30000"),
+        "{error}"
+    );
+    assert!(
+        reconciler.reconcile(&state).unwrap().is_empty(),
+        "nothing was half-applied"
+    );
+}

@@ -317,3 +317,96 @@ impl DesiredServices {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(value: serde_json::Value) -> Result<DesiredServices, String> {
+        let desired: DesiredServices = serde_json::from_value(value).map_err(|e| e.to_string())?;
+        desired.validate().map_err(|e| e.to_string())?;
+        Ok(desired)
+    }
+
+    #[test]
+    fn defaults_follow_kubernetes() {
+        let d = parse(serde_json::json!({"services": [
+            {"name": "a", "clusterIp": "10.96.0.1", "ports": [{"port": 80}],
+             "endpoints": [{"ip": "10.244.1.2"}]}
+        ]}))
+        .unwrap();
+        let s = &d.services[0];
+        assert_eq!(s.namespace, "default");
+        assert_eq!(s.ports[0].protocol, Protocol::TCP);
+        assert_eq!(Service::target_port(&s.ports[0]), TargetPort::Number(80));
+        assert_eq!(s.affinity_timeout_secs(), 10_800);
+        assert!(s.endpoints[0].serving());
+        assert_eq!(
+            d.node_port_range,
+            NodePortRange {
+                first: 30000,
+                last: 32767
+            }
+        );
+    }
+
+    #[test]
+    fn named_target_ports_resolve_per_endpoint() {
+        let e: Endpoint = serde_json::from_value(
+            serde_json::json!({"ip": "10.244.1.2", "ports": {"http": 8080}}),
+        )
+        .unwrap();
+        assert_eq!(e.resolve(&TargetPort::Name("http".into())), Some(8080));
+        assert_eq!(e.resolve(&TargetPort::Name("grpc".into())), None);
+    }
+
+    #[test]
+    fn errors_name_the_field_the_value_and_what_was_expected() {
+        for (service, field, value) in [
+            (
+                serde_json::json!({"name": "a", "clusterIp": "10.96.0.1", "type": "NodePort",
+              "ports": [{"port": 80, "nodePort": 80}]}),
+                "ports[0].nodePort",
+                "80",
+            ),
+            (
+                serde_json::json!({"name": "a", "clusterIp": "10.96.0.1", "type": "NodePort",
+              "ports": [{"port": 80}]}),
+                "ports[0].nodePort",
+                "none",
+            ),
+            (
+                serde_json::json!({"name": "a", "clusterIp": "10.96.0.1", "ports": []}),
+                "ports",
+                "[]",
+            ),
+            (
+                serde_json::json!({"name": "a", "clusterIp": "10.96.0.1", "ports": [{"port": 80}],
+              "sessionAffinityTimeoutSeconds": 0}),
+                "sessionAffinityTimeoutSeconds",
+                "Some(0)",
+            ),
+            (
+                serde_json::json!({"name": "a", "clusterIp": "10.96.0.1", "ports": [{"port": 80}],
+              "healthCheckNodePort": 31000}),
+                "healthCheckNodePort",
+                "31000",
+            ),
+        ] {
+            let error = parse(serde_json::json!({"services": [service]})).unwrap_err();
+            assert!(error.contains(field) && error.contains(value), "{error}");
+            assert!(error.starts_with("service default/a:"), "{error}");
+        }
+        let error = parse(serde_json::json!({"services": [
+            {"name": "a", "clusterIp": "10.96.0.1", "ports": [{"port": 80}]},
+            {"name": "b", "clusterIp": "10.96.0.1", "ports": [{"port": 80}]}
+        ]}))
+        .unwrap_err();
+        assert!(error.contains("already used by default/a"), "{error}");
+        let error = parse(serde_json::json!({"services": [
+            {"name": "a", "clusterIp": "10.96.0.1", "ports": [{"port": 80, "protocol": "SCTP"}]}
+        ]}))
+        .unwrap_err();
+        assert!(error.contains("SCTP"), "{error}");
+    }
+}
