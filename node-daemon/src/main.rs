@@ -128,6 +128,7 @@ fn run_cli() -> anyhow::Result<()> {
     // Logs go to stderr: stdout carries what scripts read ("ready", listings).
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
@@ -294,7 +295,7 @@ fn print_services(pin_dir: &Path, maglev: bool) -> anyhow::Result<()> {
         )
     })?;
     let snapshot = maps.snapshot()?;
-    println!("{:<26} {:>4} {:<22} BACKENDS", "FRONTEND", "ID", "MODE");
+    println!("{:<24} {:>4} {:<34} BACKENDS", "FRONTEND", "ID", "MODE");
     for (frontend, entry) in &snapshot.frontends {
         let flags = entry.header.flags;
         let mut mode = Vec::new();
@@ -328,7 +329,7 @@ fn print_services(pin_dir: &Path, maglev: bool) -> anyhow::Result<()> {
             backends.join(" ")
         };
         println!(
-            "{:<26} {:>4} {:<22} {}",
+            "{:<24} {:>4} {:<34} {}",
             format!(
                 "{}:{}/{}",
                 frontend.addr,
@@ -339,7 +340,7 @@ fn print_services(pin_dir: &Path, maglev: bool) -> anyhow::Result<()> {
             mode.join(","),
             backends
         );
-        if maglev {
+        if maglev && flags & skiff_common::SVC_FLAG_MAGLEV != 0 {
             let table = maps.maglev_table(entry)?;
             for id in &entry.backend_ids {
                 let share = table.iter().filter(|t| *t == id).count();

@@ -282,5 +282,21 @@ fn kill_9_breaks_no_connection(attach_mode: &str) {
             "`skiff-node services` lacks {expected}:\n{listing}"
         );
     }
+    // And bpftool reads the same pins (docs/services.md shows how).
+    let services_pin = pin_dir(&lab, node)
+        .join("maps")
+        .join(skiff_node::dataplane::MAP_LAYOUT_VERSION)
+        .join("SERVICES");
+    let dump = Command::new("bpftool")
+        .args(["map", "dump", "pinned"])
+        .arg(&services_pin)
+        .output()
+        .expect("bpftool (installed by cargo xtask setup)");
+    let dump = String::from_utf8_lossy(&dump.stdout);
+    // The VIP 10.96.0.10 in network byte order starts the key of every entry.
+    assert!(
+        dump.contains("0a 60 00 0a"),
+        "bpftool dump of SERVICES:\n{dump}"
+    );
     let _ = std::fs::remove_file(services_file);
 }

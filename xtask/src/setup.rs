@@ -24,6 +24,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "`ip` and `tc` for the lab's namespaces, veths and bridges",
     ),
     ("iputils-ping", "ping, for lab connectivity checks"),
+    (
+        "bpftool",
+        "bpftool, to inspect the pinned maps and programs (docs/services.md)",
+    ),
 ];
 
 /// Exactly the bpf-linker release verified with this LLVM and these aya crates.

@@ -4,45 +4,45 @@ use aya::programs::ProgramError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataPlaneError {
-    #[error("loading the eBPF object failed: {0}")]
+    #[error("loading the eBPF object failed")]
     Load(#[source] Box<aya::EbpfError>),
     #[error("the eBPF object has no program `{0}` (object and daemon out of step?)")]
     MissingProgram(&'static str),
     #[error("the eBPF object has no map `{0}` (object and daemon out of step?)")]
     MissingMap(&'static str),
-    #[error("program `{name}`: {source}")]
+    #[error("program `{name}`")]
     Program {
         name: &'static str,
         #[source]
         source: ProgramError,
     },
-    #[error("attaching `{program}` to {target} failed: {source}")]
+    #[error("attaching `{program}` to {target} failed")]
     Attach {
         program: &'static str,
         target: String,
         #[source]
         source: ProgramError,
     },
-    #[error("link of `{program}` on {target}: {source}")]
+    #[error("link of `{program}` on {target}")]
     Link {
         program: &'static str,
         target: String,
         #[source]
         source: aya::programs::links::LinkError,
     },
-    #[error("setting {path}: {source}")]
+    #[error("setting {path}")]
     Sysctl {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("opening cgroup directory {path}: {source}")]
+    #[error("opening cgroup directory {path}")]
     Cgroup {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("map `{map}`: {source}")]
+    #[error("map `{map}`")]
     Map {
         map: &'static str,
         #[source]
@@ -54,7 +54,13 @@ pub enum DataPlaneError {
         count: usize,
         max: usize,
     },
-    #[error("bpffs pin folder {path}: {source}")]
+    #[error(
+        "pin folder {pin_dir} is not on a bpffs ({checked} is not): mount one with \
+         `mount -t bpf bpf /sys/fs/bpf`; note that `ip netns exec` hides the host's \
+         /sys/fs/bpf, so start the daemon in a namespace with `nsenter --net=...` instead"
+    )]
+    NotBpffs { pin_dir: PathBuf, checked: PathBuf },
+    #[error("bpffs pin folder {path}")]
     Pins {
         path: PathBuf,
         #[source]
@@ -71,7 +77,7 @@ pub enum DataPlaneError {
     },
     #[error("the maps were already taken by their owner (`{0}`)")]
     MapsTaken(&'static str),
-    #[error("counting CPUs: {0}")]
+    #[error("counting CPUs")]
     Cpus(#[source] std::io::Error),
 }
 

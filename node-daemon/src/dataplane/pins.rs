@@ -49,6 +49,7 @@ impl PinLayout {
             let path = path.to_path_buf();
             move |source: io::Error| DataPlaneError::Pins { path, source }
         };
+        check_on_bpffs(&self.root)?;
         let maps = self.root.join("maps");
         for dir in [maps.join(MAP_LAYOUT_VERSION), self.root.join("links")] {
             fs::create_dir_all(&dir).map_err(err(&dir))?;
@@ -65,4 +66,39 @@ impl PinLayout {
         }
         Ok(())
     }
+}
+
+/// `BPF_FS_MAGIC` from linux/magic.h.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Pins only work on bpffs; say so plainly instead of failing on the first mkdir. The nearest
+/// existing ancestor of `root` decides (the folders below it are created later).
+fn check_on_bpffs(root: &Path) -> Result<(), DataPlaneError> {
+    let existing = root
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
+    let path = std::ffi::CString::new(existing.as_os_str().as_encoded_bytes())
+        .map_err(|e| DataPlaneError::Pins {
+            path: root.to_path_buf(),
+            source: io::Error::other(e),
+        })?;
+    // SAFETY: a valid NUL-terminated path and a zeroed statfs for the kernel to fill.
+    let f_type = unsafe {
+        let mut stat: libc::statfs = std::mem::zeroed();
+        if libc::statfs(path.as_ptr(), &mut stat) != 0 {
+            return Err(DataPlaneError::Pins {
+                path: existing.to_path_buf(),
+                source: io::Error::last_os_error(),
+            });
+        }
+        stat.f_type
+    };
+    if f_type as i64 != BPF_FS_MAGIC {
+        return Err(DataPlaneError::NotBpffs {
+            pin_dir: root.to_path_buf(),
+            checked: existing.to_path_buf(),
+        });
+    }
+    Ok(())
 }
