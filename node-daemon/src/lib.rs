@@ -4,7 +4,9 @@
 //!   bpffs, attaches the per-pod TC programs, the uplink program and the cgroup socket hooks.
 //! - [`service_lb`]: the service reconciler (the only writer of the service maps), Maglev
 //!   tables and health-check node ports.
+//! - [`metrics`]: `/metrics` (map fullness, drops by reason) from the pinned maps.
 //!
 //! Pod runtimes and joining the control plane arrive with the node-daemon issue.
 pub mod dataplane;
+pub mod metrics;
 pub mod service_lb;

@@ -89,6 +89,10 @@ struct RunArgs {
     /// Capacity of the backend map.
     #[arg(long, default_value_t = Capacities::default().backends)]
     backend_entries: u32,
+    /// Serve Prometheus metrics (map fullness, drops by reason) on this address, e.g.
+    /// 127.0.0.1:9465.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<std::net::SocketAddr>,
     /// Seconds between counter reports in the log.
     #[arg(long, default_value_t = 10)]
     report_every: u64,
@@ -201,6 +205,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     for cgroup in &args.cgroups {
         dataplane.attach_cgroup(cgroup)?;
         tracing::info!(cgroup = %cgroup.display(), "socket load balancer attached");
+    }
+    if let Some(addr) = args.metrics {
+        skiff_node::metrics::serve(addr, args.pin_dir.clone())
+            .with_context(|| format!("--metrics {addr}"))?;
+        tracing::info!(%addr, "serving /metrics");
     }
     println!("ready");
 

@@ -150,6 +150,8 @@ fn kill_9_breaks_no_connection(attach_mode: &str) {
         "eth0".into(),
         "--services".into(),
         services_file.display().to_string(),
+        "--metrics".into(),
+        "127.0.0.1:9465".into(),
     ];
     for pod in [client, web1, web2] {
         let p = lab.pod(pod);
@@ -259,6 +261,26 @@ fn kill_9_breaks_no_connection(attach_mode: &str) {
             .1
         });
         assert_eq!(programs.len(), 1, "TCX ingress programs after the restart");
+    }
+
+    // Metrics describe the same kernel state: one header and two backend slots.
+    let mut get = Command::new("bash");
+    get.args([
+        "-c",
+        "exec 3<>/dev/tcp/127.0.0.1/9465; printf 'GET /metrics HTTP/1.1\\r\\n\\r\\n' >&3; timeout 2 cat <&3",
+    ]);
+    let metrics = lab.run_on_node(node, get).unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    for expected in [
+        "HTTP/1.1 200 OK",
+        "skiff_map_entries{map=\"SERVICES\"} 3",
+        "skiff_map_capacity{map=\"CONNTRACK\"} 262144",
+        "skiff_drops_total{reason=\"no_service_backend\"} 0",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "/metrics lacks {expected}:\n{metrics}"
+        );
     }
 
     // Inspection reads the kernel's view from the pins.

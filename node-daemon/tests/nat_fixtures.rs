@@ -144,6 +144,16 @@ fn per_packet_nat_fixtures() {
     let (verdict, out) = p.run(FromNetwork, &tcp(REMOTE_BACKEND, 8080, CLIENT_POD, 40000));
     assert_eq!(verdict, TC_ACT_OK);
     assert_eq!(flow(&out), (VIP, 80, CLIENT_POD, 40000), "reverse NAT");
+    // Later the pod opens a direct connection on the same ports: the old flow's reply entry
+    // must not rewrite the new flow's replies.
+    let direct = tcp(CLIENT_POD, 40000, REMOTE_BACKEND, 8080);
+    assert_eq!(p.run(FromPod, &direct), (TC_ACT_OK, direct));
+    let reply = tcp(REMOTE_BACKEND, 8080, CLIENT_POD, 40000);
+    assert_eq!(
+        p.run(FromNetwork, &reply),
+        (TC_ACT_OK, reply),
+        "stale reply entry"
+    );
 
     // UDP both ways; a UDP checksum of 0 ("none") stays 0.
     let (_, out) = p.run(FromPod, &udp(CLIENT_POD, 40001, DNS_VIP, 53));

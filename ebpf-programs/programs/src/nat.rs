@@ -19,8 +19,8 @@ use crate::{
     lb::{backend, mix_hash, select_backend, service_header, Frontend},
     maps::CONNTRACK,
     packet::{
-        ports, Ipv4Header, ETH_HDR_LEN, IPV4_CHECK_OFF, IPV4_DADDR_OFF, IPV4_SADDR_OFF,
-        TCP_CHECK_OFF, UDP_CHECK_OFF,
+        ports, tcp_flags, Ipv4Header, ETH_HDR_LEN, IPV4_CHECK_OFF, IPV4_DADDR_OFF, IPV4_SADDR_OFF,
+        TCP_CHECK_OFF, TCP_FLAG_ACK, TCP_FLAG_SYN, UDP_CHECK_OFF,
     },
 };
 
@@ -99,6 +99,9 @@ pub fn translate(ctx: &TcContext, ip: &Ipv4Header, ingress: Ingress) -> Result<(
         proto: tuple.proto,
     };
     let Some(header) = service_header(&frontend) else {
+        if ingress == Ingress::Pod && opens_flow(ctx, ip) {
+            forget_stale_reply(&tuple);
+        }
         return Ok(());
     };
     if ingress == Ingress::Network && header.flags & SVC_FLAG_NODE_PORT == 0 {
@@ -116,6 +119,36 @@ pub fn translate(ctx: &TcContext, ip: &Ipv4Header, ingress: Ingress) -> Result<(
     let forward = new_flow(&tuple, &frontend, &header, ingress)?;
     rewrite(ctx, ip, &tuple, &forward);
     Ok(())
+}
+
+/// A packet that may start a new flow: a TCP SYN (without ACK), or any UDP datagram.
+#[inline(always)]
+fn opens_flow(ctx: &TcContext, ip: &Ipv4Header) -> bool {
+    if ip.protocol == IPPROTO_UDP {
+        return true;
+    }
+    tcp_flags(ctx, ip).is_some_and(|f| f & TCP_FLAG_SYN != 0 && f & TCP_FLAG_ACK == 0)
+}
+
+/// Conntrack entries outlive their connections (LRU eviction is the only expiry). When a pod
+/// opens a direct flow whose replies would match the reply entry of an old translated flow on
+/// the same ports, that entry would rewrite the new flow's replies to come from the service;
+/// the new flow shows the entry is stale, so it goes.
+#[inline(always)]
+fn forget_stale_reply(tuple: &Tuple) {
+    let reply = CtKey {
+        saddr: tuple.daddr,
+        daddr: tuple.saddr,
+        sport: tuple.dport,
+        dport: tuple.sport,
+        proto: tuple.proto,
+        direction: CT_REPLY,
+        _pad0: [0; 2],
+    };
+    // SAFETY: only checks presence.
+    if unsafe { CONNTRACK.get(&reply) }.is_some() {
+        let _ = CONNTRACK.remove(&reply);
+    }
 }
 
 /// Picks a backend, decides the source translation and records both conntrack entries.

@@ -101,3 +101,18 @@ pub fn ports(ctx: &TcContext, ip: &Ipv4Header) -> Option<(u16, u16)> {
     let raw = unsafe { raw.read_unaligned() };
     Some((raw[0], raw[1]))
 }
+
+pub const TCP_FLAG_SYN: u8 = 0x02;
+pub const TCP_FLAG_ACK: u8 = 0x10;
+
+/// The TCP flags byte of a TCP packet whose IPv4 header is `ip`; `None` when cut off.
+#[inline(always)]
+pub fn tcp_flags(ctx: &TcContext, ip: &Ipv4Header) -> Option<u8> {
+    let offset = ETH_HDR_LEN + ip.header_len + 13;
+    if offset > ETH_HDR_LEN + 60 + 13 {
+        return None;
+    }
+    let raw: *const u8 = ptr_at(ctx, offset)?;
+    // SAFETY: bounds checked by ptr_at.
+    Some(unsafe { raw.read() })
+}

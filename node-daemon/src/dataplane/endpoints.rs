@@ -95,6 +95,25 @@ pub(super) fn drop_counts(ebpf: &Ebpf) -> Result<Vec<(DropReason, u64)>, DataPla
         .ok_or(DataPlaneError::MissingMap(names::DROP_COUNTERS))?;
     let counters: PerCpuArray<&MapData, u64> =
         PerCpuArray::try_from(map).map_err(DataPlaneError::map(names::DROP_COUNTERS))?;
+    sum_drops(&counters)
+}
+
+/// Drop counters of a node's pinned data plane (for metrics and inspection).
+pub fn pinned_drop_counts(
+    pin_dir: &std::path::Path,
+) -> Result<Vec<(DropReason, u64)>, DataPlaneError> {
+    let name = names::DROP_COUNTERS;
+    let data = MapData::from_pin(super::PinLayout::new(pin_dir).map(name))
+        .map_err(DataPlaneError::map(name))?;
+    let map = aya::maps::Map::from_map_data(data).map_err(DataPlaneError::map(name))?;
+    let counters: PerCpuArray<MapData, u64> =
+        PerCpuArray::try_from(map).map_err(DataPlaneError::map(name))?;
+    sum_drops(&counters)
+}
+
+fn sum_drops<T: std::borrow::Borrow<MapData>>(
+    counters: &PerCpuArray<T, u64>,
+) -> Result<Vec<(DropReason, u64)>, DataPlaneError> {
     DropReason::ALL
         .iter()
         .map(|reason| {

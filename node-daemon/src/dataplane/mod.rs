@@ -32,7 +32,7 @@ use aya::{
 };
 use skiff_common::{capacity, names, programs};
 
-pub use endpoints::{EndpointTraffic, Endpoints};
+pub use endpoints::{pinned_drop_counts, EndpointTraffic, Endpoints};
 pub use error::DataPlaneError;
 pub use fullness::{map_fullness, MapFullness};
 pub use pins::{PinLayout, MAP_LAYOUT_VERSION};

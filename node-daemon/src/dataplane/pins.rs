@@ -78,11 +78,12 @@ fn check_on_bpffs(root: &Path) -> Result<(), DataPlaneError> {
         .ancestors()
         .find(|p| p.exists())
         .unwrap_or(Path::new("/"));
-    let path = std::ffi::CString::new(existing.as_os_str().as_encoded_bytes())
-        .map_err(|e| DataPlaneError::Pins {
+    let path = std::ffi::CString::new(existing.as_os_str().as_encoded_bytes()).map_err(|e| {
+        DataPlaneError::Pins {
             path: root.to_path_buf(),
             source: io::Error::other(e),
-        })?;
+        }
+    })?;
     // SAFETY: a valid NUL-terminated path and a zeroed statfs for the kernel to fill.
     let f_type = unsafe {
         let mut stat: libc::statfs = std::mem::zeroed();
