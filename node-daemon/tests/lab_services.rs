@@ -166,7 +166,7 @@ fn packet_flow_table() {
             PodOutsideCgroup("client"),
             "10.96.0.99:80".into(),
             "tcp",
-            Dropped,
+            Refused,
         ),
         (
             PodOutsideCgroup("web1"),
@@ -250,7 +250,7 @@ fn packet_flow_table() {
         failures.join("\n")
     );
 
-    // Drops are counted where they happened: n1 for the per-packet refusal, n2 for Local.
+    // Counted where they happened: n1 for the per-packet refusal, n2 for the Local drop.
     let no_backend = |i: usize| {
         c.planes[i]
             .drop_counts()

@@ -15,6 +15,7 @@ use skiff_node::{
 
 const TC_ACT_OK: i32 = 0;
 const TC_ACT_SHOT: i32 = 2;
+const TC_ACT_REDIRECT: i32 = 7;
 const LOOPBACK: u32 = 1;
 
 const CLIENT_POD: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 2);
@@ -36,7 +37,8 @@ fn desired() -> DesiredServices {
             {"name": "dns", "clusterIp": DNS_VIP,
              "ports": [{"port": 53, "protocol": "UDP", "targetPort": 5353}],
              "endpoints": [{"ip": DNS_BACKEND}]},
-            {"name": "empty", "clusterIp": EMPTY_VIP, "ports": [{"port": 80}]},
+            {"name": "empty", "clusterIp": EMPTY_VIP,
+             "ports": [{"port": 80}, {"name": "udp", "port": 80, "protocol": "UDP"}]},
             {"name": "cluster", "clusterIp": "10.96.0.20", "type": "NodePort",
              "ports": [{"port": 80, "targetPort": 8080, "nodePort": 30080}],
              "endpoints": [{"ip": REMOTE_BACKEND}]},
@@ -213,9 +215,37 @@ fn per_packet_nat_fixtures() {
         verdict, TC_ACT_SHOT,
         "Local with no local endpoint is silent"
     );
-    let (verdict, _) = p.run(FromPod, &tcp(CLIENT_POD, 40003, EMPTY_VIP, 80));
-    assert_eq!(verdict, TC_ACT_SHOT, "a service without endpoints");
-    assert_eq!(p.drops(DropReason::NoServiceBackend), before + 2);
+    // A pod's TCP SYN to a service without endpoints comes back as RST+ACK from the service
+    // address (connect() fails with ECONNREFUSED); its UDP is dropped.
+    let syn = tcp(CLIENT_POD, 40003, EMPTY_VIP, 80);
+    let (verdict, out) = p.run(FromPod, &syn);
+    assert_eq!(
+        verdict, TC_ACT_REDIRECT,
+        "a refusal is bounced back to the pod"
+    );
+    assert_eq!(
+        flow(&out),
+        (EMPTY_VIP, 80, CLIENT_POD, 40003),
+        "the RST's addressing"
+    );
+    let tcp_at = ETH_HDR_LEN + IPV4_HDR_LEN;
+    assert_eq!(out.len(), tcp_at + 20, "options and payload are cut");
+    assert_eq!(out[tcp_at + 13], 0x14, "RST+ACK");
+    let syn_seq = u32::from_be_bytes(syn[tcp_at + 4..tcp_at + 8].try_into().unwrap());
+    let ack = u32::from_be_bytes(out[tcp_at + 8..tcp_at + 12].try_into().unwrap());
+    assert_eq!(
+        ack,
+        syn_seq.wrapping_add(1 + 5),
+        "acknowledges the SYN and its 5 bytes"
+    );
+    assert_eq!(
+        (&out[0..6], &out[6..12]),
+        (&syn[6..12], &syn[0..6]),
+        "MACs swapped"
+    );
+    let (verdict, _) = p.run(FromPod, &udp(CLIENT_POD, 40003, EMPTY_VIP, 80));
+    assert_eq!(verdict, TC_ACT_SHOT, "UDP to a service without endpoints");
+    assert_eq!(p.drops(DropReason::NoServiceBackend), before + 3);
 
     // Untouched: ClusterIPs from outside, non-service traffic, fragments.
     for (program, frame, why) in [
@@ -373,8 +403,8 @@ fn reconciler_writes_only_what_changed() {
     let mut reconciler = ServiceReconciler::new(dataplane.take_service_maps().unwrap()).unwrap();
     let mut state = desired();
     let first = reconciler.reconcile(&state).unwrap();
-    // 6 ClusterIP frontends + 3 NodePort frontends on the one node address.
-    assert_eq!(first.frontends_written, 9, "{first:?}");
+    // 7 ClusterIP frontends (`empty` has two ports) + 3 NodePort frontends on the node address.
+    assert_eq!(first.frontends_written, 10, "{first:?}");
     assert!(
         reconciler.reconcile(&state).unwrap().is_empty(),
         "same state, no writes"

@@ -17,6 +17,7 @@ mod maps;
 mod nat;
 mod packet;
 mod pod_tc;
+mod reject;
 mod sock_lb;
 
 #[cfg(not(test))]

@@ -22,15 +22,25 @@ use crate::{
         ports, tcp_flags, Ipv4Header, ETH_HDR_LEN, IPV4_CHECK_OFF, IPV4_DADDR_OFF, IPV4_SADDR_OFF,
         TCP_CHECK_OFF, TCP_FLAG_ACK, TCP_FLAG_SYN, UDP_CHECK_OFF,
     },
+    reject::refuse_tcp,
 };
 
 /// Where the packet entered the node.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Ingress {
-    /// A local pod's host-side veth: ClusterIP and NodePort frontends are translated.
-    Pod,
+    /// A local pod's host-side veth (its ifindex): ClusterIP and NodePort frontends are
+    /// translated.
+    Pod { ifindex: u32 },
     /// The node's uplink: only NodePort frontends are served to the outside.
     Network,
+}
+
+/// What the caller does with a packet `translate` let through.
+pub enum Action {
+    /// Continue (translated or untouched).
+    Pass,
+    /// The packet became a refusal sent back to the pod; return this TC verdict.
+    Refused(i32),
 }
 
 /// Masquerade tries this many source ports before giving up on a flow.
@@ -66,19 +76,19 @@ impl Tuple {
 /// Translates the packet if it belongs to a service flow. `Err` asks the caller to drop it.
 /// Packets that are not TCP/UDP, fragments, and packets for no service pass untouched.
 #[inline(always)]
-pub fn translate(ctx: &TcContext, ip: &Ipv4Header, ingress: Ingress) -> Result<(), DropReason> {
+pub fn translate(ctx: &TcContext, ip: &Ipv4Header, ingress: Ingress) -> Result<Action, DropReason> {
     if ip.protocol != IPPROTO_TCP && ip.protocol != IPPROTO_UDP {
-        return Ok(());
+        return Ok(Action::Pass);
     }
     if ip.fragmented {
         // Only the first fragment carries ports; a datagram cannot be translated piecemeal.
-        return Ok(());
+        return Ok(Action::Pass);
     }
     let Some((sport, dport)) = ports(ctx, ip) else {
         return match ingress {
-            Ingress::Pod => Err(DropReason::MalformedPacket),
+            Ingress::Pod { .. } => Err(DropReason::MalformedPacket),
             // Not ours to judge: the node's own stack drops what it cannot parse.
-            Ingress::Network => Ok(()),
+            Ingress::Network => Ok(Action::Pass),
         };
     };
     let tuple = Tuple {
@@ -91,7 +101,7 @@ pub fn translate(ctx: &TcContext, ip: &Ipv4Header, ingress: Ingress) -> Result<(
     // SAFETY: the value is copied out at once.
     if let Some(reply) = unsafe { CONNTRACK.get(&tuple.key(CT_REPLY)) }.copied() {
         rewrite(ctx, ip, &tuple, &reply);
-        return Ok(());
+        return Ok(Action::Pass);
     }
     let frontend = Frontend {
         addr: tuple.daddr,
@@ -99,13 +109,13 @@ pub fn translate(ctx: &TcContext, ip: &Ipv4Header, ingress: Ingress) -> Result<(
         proto: tuple.proto,
     };
     let Some(header) = service_header(&frontend) else {
-        if ingress == Ingress::Pod && opens_flow(ctx, ip) {
+        if ingress != Ingress::Network && opens_flow(ctx, ip) {
             forget_stale_reply(&tuple);
         }
-        return Ok(());
+        return Ok(Action::Pass);
     };
     if ingress == Ingress::Network && header.flags & SVC_FLAG_NODE_PORT == 0 {
-        return Ok(());
+        return Ok(Action::Pass);
     }
     // SAFETY: the value is copied out at once.
     if let Some(forward) = unsafe { CONNTRACK.get(&tuple.key(CT_FORWARD)) }.copied() {
@@ -113,12 +123,27 @@ pub fn translate(ctx: &TcContext, ip: &Ipv4Header, ingress: Ingress) -> Result<(
         // replaced, so UDP flows move instead of black-holing.
         if backend(forward.backend_id).is_some() {
             rewrite(ctx, ip, &tuple, &forward);
-            return Ok(());
+            return Ok(Action::Pass);
         }
     }
-    let forward = new_flow(&tuple, &frontend, &header, ingress)?;
+    let forward = match new_flow(&tuple, &frontend, &header, ingress) {
+        Ok(forward) => forward,
+        // A pod's TCP connection to a service without backends is refused, not timed out.
+        // (NodePort clients of a node without Local endpoints get silence, on purpose.)
+        Err(DropReason::NoServiceBackend) => {
+            return match ingress {
+                Ingress::Pod { ifindex } if ip.protocol == IPPROTO_TCP => {
+                    refuse_tcp(ctx, ip, ifindex)
+                        .map(Action::Refused)
+                        .ok_or(DropReason::NoServiceBackend)
+                }
+                _ => Err(DropReason::NoServiceBackend),
+            }
+        }
+        Err(e) => return Err(e),
+    };
     rewrite(ctx, ip, &tuple, &forward);
-    Ok(())
+    Ok(Action::Pass)
 }
 
 /// A packet that may start a new flow: a TCP SYN (without ACK), or any UDP datagram.
@@ -187,10 +212,11 @@ fn new_flow(
         _pad0: [0; 3],
     };
     let masquerade = ingress == Ingress::Network && header.flags & SVC_FLAG_MASQUERADE != 0;
+    let from_pod = matches!(ingress, Ingress::Pod { .. });
     // Hairpin: a pod reaching itself. Its own address as source would be dropped by the pod
     // as martian, so the flow comes from the service address, and the reply (sent to the
     // service address) is routed back through the veth where it is restored.
-    let hairpin = ingress == Ingress::Pod && chosen.ipv4 == tuple.saddr;
+    let hairpin = from_pod && chosen.ipv4 == tuple.saddr;
     if masquerade || hairpin {
         // The address the client reached: the node address (NodePort) or the VIP (hairpin).
         forward.saddr = tuple.daddr;

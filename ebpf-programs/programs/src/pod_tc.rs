@@ -13,7 +13,7 @@ use skiff_common::{DropReason, EndpointInfo, TrafficCounters};
 
 use crate::{
     maps::{count_drop, ENDPOINTS, POD_TRAFFIC},
-    nat::{self, Ingress},
+    nat::{self, Action, Ingress},
     packet::{ethertype, ipv4, ETH_P_ARP, ETH_P_IP},
 };
 
@@ -30,8 +30,13 @@ pub fn from_pod(ctx: TcContext) -> i32 {
     let Some(endpoint) = (unsafe { ENDPOINTS.get(&ifindex) }).copied() else {
         return TC_ACT_OK;
     };
-    match check_from_pod(&ctx, &endpoint) {
-        Ok(()) => TC_ACT_OK,
+    match check_from_pod(&ctx, &endpoint, ifindex) {
+        Ok(Action::Pass) => TC_ACT_OK,
+        Ok(Action::Refused(verdict)) => {
+            // Not delivered: counted with the drops, though the client got an answer.
+            count_drop(DropReason::NoServiceBackend);
+            verdict
+        }
         Err(reason) => {
             count_drop(reason);
             TC_ACT_SHOT
@@ -50,7 +55,7 @@ pub fn from_network(ctx: TcContext) -> i32 {
         return TC_ACT_OK;
     };
     match nat::translate(&ctx, &ip, Ingress::Network) {
-        Ok(()) => TC_ACT_OK,
+        Ok(_) => TC_ACT_OK,
         Err(reason) => {
             count_drop(reason);
             TC_ACT_SHOT
@@ -74,17 +79,21 @@ pub fn to_pod(ctx: TcContext) -> i32 {
 
 /// Judges, counts and (for service traffic) translates one packet a pod sent.
 #[inline(always)]
-fn check_from_pod(ctx: &TcContext, endpoint: &EndpointInfo) -> Result<(), DropReason> {
+fn check_from_pod(
+    ctx: &TcContext,
+    endpoint: &EndpointInfo,
+    ifindex: u32,
+) -> Result<Action, DropReason> {
     match ethertype(ctx) {
         Some(ETH_P_IP) => {
             let ip = ipv4(ctx).ok_or(DropReason::MalformedPacket)?;
             if ip.saddr != endpoint.ipv4 {
                 return Err(DropReason::SpoofedSource);
             }
-            count_traffic(ifindex(ctx), Direction::FromPod, ctx.len());
-            nat::translate(ctx, &ip, Ingress::Pod)
+            count_traffic(ifindex, Direction::FromPod, ctx.len());
+            nat::translate(ctx, &ip, Ingress::Pod { ifindex })
         }
-        Some(ETH_P_ARP) => Ok(()),
+        Some(ETH_P_ARP) => Ok(Action::Pass),
         Some(_) => Err(DropReason::UnsupportedProtocol),
         None => Err(DropReason::MalformedPacket),
     }
