@@ -202,6 +202,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             .with_context(|| format!("--uplink {uplink}"))?;
         tracing::info!(%uplink, "uplink attached");
     }
+    dataplane.mark_host_netns()?;
     for cgroup in &args.cgroups {
         dataplane.attach_cgroup(cgroup)?;
         tracing::info!(cgroup = %cgroup.display(), "socket load balancer attached");

@@ -386,6 +386,23 @@ impl Session {
         }
     }
 
+    fn start_outside_cgroup(c: &mut Cluster, client: &str, target: &str, proto: &str) -> Session {
+        let mut command = probe();
+        command
+            .args(["session", target, "--proto", proto, "--timeout-ms", "1000"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        let pod = c.pod(client);
+        let child = c
+            .lab
+            .spawn_in_pod_netns_only(pod, command)
+            .expect("session");
+        Session {
+            stdin: child.stdin.take().unwrap(),
+            stdout: BufReader::new(child.stdout.take().unwrap()),
+        }
+    }
+
     fn exchange(&mut self) -> serde_json::Value {
         self.stdin.write_all(b"go\n").unwrap();
         self.stdin.flush().unwrap();
@@ -414,29 +431,50 @@ fn udp_flows_move_when_their_endpoint_is_replaced() {
     c.apply(&[dns(&c, "dns1")]);
     // An unconnected socket (sendto per query, the sendmsg4 hook) and a per-packet client
     // (outside the cgroup: conntrack) keep one socket across the replacement.
-    let mut socket_path =
-        Session::start(&mut c, "client", "10.96.0.53:53", "udp", &["--unconnected"]);
-    let first = socket_path.exchange();
-    assert!(
-        first["answer"].as_str().unwrap().starts_with("dns1 "),
-        "{first}"
-    );
-    assert_eq!(
-        first["peer"], "10.96.0.53:53",
-        "replies appear to come from the VIP"
-    );
-
+    // Three DNS-style clients keep one socket across the replacement: an unconnected socket
+    // (sendto per query: the sendmsg4 hook), a connected one (left to the per-packet path in
+    // pods), and one outside the pod cgroup (per-packet path with conntrack).
+    let mut clients = vec![
+        (
+            "unconnected",
+            Session::start(&mut c, "client", "10.96.0.53:53", "udp", &["--unconnected"]),
+        ),
+        (
+            "connected",
+            Session::start(&mut c, "client", "10.96.0.53:53", "udp", &[]),
+        ),
+        (
+            "outside the cgroup",
+            Session::start_outside_cgroup(&mut c, "client", "10.96.0.53:53", "udp"),
+        ),
+    ];
+    for (kind, session) in &mut clients {
+        let first = session.exchange();
+        assert!(
+            first["answer"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("dns1 "),
+            "{kind}: {first}"
+        );
+        assert_eq!(
+            first["peer"], "10.96.0.53:53",
+            "{kind}: replies come from the VIP"
+        );
+    }
     c.apply(&[dns(&c, "dns2")]);
-    let next = socket_path.exchange();
-    assert_eq!(
-        next["ok"], true,
-        "the next query after the replacement: {next}"
-    );
-    assert!(
-        next["answer"].as_str().unwrap().starts_with("dns2 "),
-        "{next}"
-    );
-    assert_eq!(next["peer"], "10.96.0.53:53");
+    for (kind, session) in &mut clients {
+        let next = session.exchange();
+        assert_eq!(
+            next["ok"], true,
+            "{kind}: the next query after the replacement: {next}"
+        );
+        assert!(
+            next["answer"].as_str().unwrap().starts_with("dns2 "),
+            "{kind}: {next}"
+        );
+        assert_eq!(next["peer"], "10.96.0.53:53", "{kind}");
+    }
 }
 
 #[test]

@@ -13,9 +13,10 @@ pub mod names {
     pub const AFFINITY: &str = "AFFINITY";
     pub const SOCK_NAT: &str = "SOCK_NAT";
     pub const CONNTRACK: &str = "CONNTRACK";
+    pub const SETTINGS: &str = "SETTINGS";
 
     /// Every map, in the order inspection lists them.
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 10] = [
         ENDPOINTS,
         POD_TRAFFIC,
         DROP_COUNTERS,
@@ -25,7 +26,18 @@ pub mod names {
         AFFINITY,
         SOCK_NAT,
         CONNTRACK,
+        SETTINGS,
     ];
+}
+
+/// Slots of the `SETTINGS` array (`u64` values) the node daemon writes at start.
+pub mod settings {
+    /// Network namespace cookie of the node itself. Connected UDP sockets of processes in
+    /// other namespaces (pods) are left to the per-packet path, which moves a flow when its
+    /// backend goes away; the node's own processes have no such path and are translated at
+    /// `connect()`. Zero (unset): translate every socket.
+    pub const HOST_NETNS_COOKIE: u32 = 0;
+    pub const COUNT: u32 = 1;
 }
 
 /// Program names as they appear in the eBPF object.

@@ -3,11 +3,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use skiff_common::{
-    capacity, AffinityKey, AffinityValue, Backend, CtKey, CtValue, DropReason, EndpointInfo,
-    MaglevKey, ServiceKey, ServiceValue, SockNatKey, SockNatValue, TrafficCounters,
+    capacity, settings, AffinityKey, AffinityValue, Backend, CtKey, CtValue, DropReason,
+    EndpointInfo, MaglevKey, ServiceKey, ServiceValue, SockNatKey, SockNatValue, TrafficCounters,
 };
 
 /// Local pods by host-side veth ifindex. Written only by the node daemon's endpoint reconciler.
@@ -52,6 +52,10 @@ pub static SOCK_NAT: LruHashMap<SockNatKey, SockNatValue> =
 #[map]
 pub static CONNTRACK: LruHashMap<CtKey, CtValue> =
     LruHashMap::with_max_entries(capacity::CONNTRACK, 0);
+
+/// Node settings by `skiff_common::settings` slot. Written only by the node daemon.
+#[map]
+pub static SETTINGS: Array<u64> = Array::with_max_entries(settings::COUNT, 0);
 
 #[inline(always)]
 pub fn count_drop(reason: DropReason) {

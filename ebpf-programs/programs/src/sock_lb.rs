@@ -1,7 +1,10 @@
 //! Socket-level service load balancing on the pods' (and the node's) cgroup subtree.
 //!
-//! - `connect4`: TCP and connected UDP. The destination is rewritten to a backend before the
-//!   socket connects, so established flows cost nothing per packet.
+//! - `connect4`: TCP, and connected UDP of the node's own processes. The destination is
+//!   rewritten to a backend before the socket connects, so established flows cost nothing per
+//!   packet. Connected UDP sockets in pods keep the service address and are translated per
+//!   packet, so they move to another backend when theirs goes away (a connected socket never
+//!   passes a socket hook again).
 //! - `sendmsg4`: unconnected UDP (`sendto`). The socket keeps its backend while it stays in
 //!   `BACKENDS`; when it is removed the next datagram picks another (a DNS-style client
 //!   recovers at its next query).
@@ -14,11 +17,13 @@ use aya_ebpf::{
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
 };
-use skiff_common::{SockNatKey, SockNatValue, SOCK_NAT_FORWARD, SOCK_NAT_REVERSE};
+use skiff_common::{
+    settings, SockNatKey, SockNatValue, IPPROTO_UDP, SOCK_NAT_FORWARD, SOCK_NAT_REVERSE,
+};
 
 use crate::{
     lb::{backend, mix_hash, select_backend, service_header, Frontend},
-    maps::SOCK_NAT,
+    maps::{SETTINGS, SOCK_NAT},
 };
 
 /// Let the syscall go on (with or without a rewrite).
@@ -77,6 +82,14 @@ fn translate(ctx: &SockAddrContext, sticky: bool) -> i32 {
         direction: SOCK_NAT_FORWARD,
         _pad0: 0,
     };
+    if header.count == 0 {
+        // SAFETY: plain helper call (kernel >= 5.18 for sock_addr programs).
+        unsafe { bpf_set_retval(-ECONNREFUSED) };
+        return REJECT;
+    }
+    if !sticky && frontend.proto == IPPROTO_UDP && !is_host_netns(netns) {
+        return PROCEED;
+    }
     // An unconnected UDP socket keeps its backend while that backend exists.
     let kept = if sticky {
         // SAFETY: the value is copied out at once.
@@ -133,6 +146,15 @@ fn translate(ctx: &SockAddrContext, sticky: bool) -> i32 {
         (*sa).user_port = backend.port as u32;
     }
     PROCEED
+}
+
+/// Whether `netns` is the node's own namespace; true when the daemon has not said which one is.
+#[inline(always)]
+fn is_host_netns(netns: u64) -> bool {
+    match SETTINGS.get(settings::HOST_NETNS_COOKIE) {
+        Some(&host) if host != 0 => host == netns,
+        _ => true,
+    }
 }
 
 #[inline(always)]

@@ -77,6 +77,8 @@ pub enum DataPlaneError {
     },
     #[error("the maps were already taken by their owner (`{0}`)")]
     MapsTaken(&'static str),
+    #[error("reading the network namespace cookie (SO_NETNS_COOKIE, kernel >= 5.14)")]
+    NetnsCookie(#[source] std::io::Error),
     #[error("counting CPUs")]
     Cpus(#[source] std::io::Error),
 }

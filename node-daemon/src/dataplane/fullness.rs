@@ -23,8 +23,8 @@ pub fn map_fullness(pin_dir: &Path) -> Result<Vec<MapFullness>, DataPlaneError> 
     let layout = PinLayout::new(pin_dir);
     let mut out = Vec::new();
     for name in names::ALL {
-        if name == names::DROP_COUNTERS {
-            continue; // an array: always "full", nothing to report
+        if name == names::DROP_COUNTERS || name == names::SETTINGS {
+            continue; // arrays: always "full", nothing to report
         }
         let data = MapData::from_pin(layout.map(name)).map_err(DataPlaneError::map(name))?;
         let capacity = data

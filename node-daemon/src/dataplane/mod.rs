@@ -340,6 +340,22 @@ impl DataPlane {
         Ok(())
     }
 
+    /// Records the calling thread's network namespace as the node's own (see
+    /// `skiff_common::settings::HOST_NETNS_COOKIE`). The daemon calls it once, from the node's
+    /// namespace, before attaching the socket hooks.
+    pub fn mark_host_netns(&mut self) -> Result<(), DataPlaneError> {
+        let cookie = netns_cookie().map_err(DataPlaneError::NetnsCookie)?;
+        let map = self
+            .ebpf
+            .map_mut(names::SETTINGS)
+            .ok_or(DataPlaneError::MissingMap(names::SETTINGS))?;
+        let mut settings: aya::maps::Array<&mut aya::maps::MapData, u64> =
+            aya::maps::Array::try_from(map).map_err(DataPlaneError::map(names::SETTINGS))?;
+        settings
+            .set(skiff_common::settings::HOST_NETNS_COOKIE, cookie, 0)
+            .map_err(DataPlaneError::map(names::SETTINGS))
+    }
+
     /// Hands the service maps to their one writer, the service reconciler. A second call fails.
     pub fn take_service_maps(&mut self) -> Result<ServiceMaps, DataPlaneError> {
         let mut take = |name: &'static str| {
@@ -363,6 +379,28 @@ impl DataPlane {
     pub fn drop_counts(&self) -> Result<Vec<(skiff_common::DropReason, u64)>, DataPlaneError> {
         endpoints::drop_counts(&self.ebpf)
     }
+}
+
+/// The cookie of the calling thread's network namespace (SO_NETNS_COOKIE, kernel >= 5.14).
+fn netns_cookie() -> io::Result<u64> {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0")
+        .or_else(|_| std::net::UdpSocket::bind("0.0.0.0:0"))?;
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: a valid socket, and a buffer of the size passed.
+    let rc = unsafe {
+        libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&socket),
+            libc::SOL_SOCKET,
+            libc::SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cookie)
 }
 
 /// Removes a node's pinned data plane: links (which detaches the programs once no process

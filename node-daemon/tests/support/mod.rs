@@ -93,6 +93,9 @@ impl Cluster {
         n.netns
             .run(|| plane.attach_uplink(n.uplink))
             .expect("attach uplink");
+        n.netns
+            .run(|| plane.mark_host_netns())
+            .expect("mark the node's namespace");
         plane.attach_cgroup(&n.cgroup).expect("attach socket hooks");
         (plane, reconciler)
     }
