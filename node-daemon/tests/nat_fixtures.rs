@@ -463,3 +463,61 @@ fn reconciler_writes_only_what_changed() {
         "nothing was half-applied"
     );
 }
+
+#[test]
+fn reconciler_applies_large_updates_in_batches() {
+    if !skiff_lab::privileged() {
+        return;
+    }
+    let mut dataplane = DataPlane::load(AttachMode::detect()).expect("load data plane");
+    let mut reconciler = ServiceReconciler::new(dataplane.take_service_maps().unwrap()).unwrap();
+    let services = |n: u32| -> DesiredServices {
+        let services: Vec<_> = (0..n)
+            .map(|i| {
+                let vip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 0)) + i);
+                let endpoints: Vec<_> = (0..3)
+                    .map(|e| json!({"ip": Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 244, 0, 0)) + i * 3 + e)}))
+                    .collect();
+                json!({"name": format!("s{i}"), "clusterIp": vip, "ports": [{"port": 80}],
+                       "endpoints": endpoints, "loadBalancing": if i % 100 == 0 { "maglev" } else { "random" }})
+            })
+            .collect();
+        serde_json::from_value(json!({ "services": services })).unwrap()
+    };
+    let stats = reconciler.reconcile(&services(3000)).unwrap();
+    assert_eq!(
+        (stats.frontends_written, stats.backends_written),
+        (3000, 9000)
+    );
+    let snapshot = reconciler.maps().snapshot().unwrap();
+    assert_eq!(snapshot.frontends.len(), 3000);
+    assert_eq!(snapshot.backends.len(), 9000);
+    assert!(snapshot
+        .frontends
+        .values()
+        .all(|f| f.backend_ids.len() == 3));
+    let maglev = snapshot
+        .frontends
+        .values()
+        .filter(|f| f.header.flags & skiff_common::SVC_FLAG_MAGLEV != 0)
+        .map(|f| reconciler.maps().maglev_table(f).unwrap())
+        .collect::<Vec<_>>();
+    assert_eq!(maglev.len(), 30);
+    assert!(maglev
+        .iter()
+        .all(|t| t.len() == skiff_common::MAGLEV_TABLE_SIZE as usize));
+
+    // Shrinking removes exactly what went away, Maglev tables included.
+    let stats = reconciler.reconcile(&services(1000)).unwrap();
+    assert_eq!(
+        (stats.frontends_removed, stats.backends_removed),
+        (2000, 6000)
+    );
+    let snapshot = reconciler.maps().snapshot().unwrap();
+    assert_eq!(
+        (snapshot.frontends.len(), snapshot.backends.len()),
+        (1000, 3000)
+    );
+    // The same state again writes nothing.
+    assert!(reconciler.reconcile(&services(1000)).unwrap().is_empty());
+}

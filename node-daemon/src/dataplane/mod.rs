@@ -6,6 +6,7 @@
 //! links (see [`pins`]). Attaching to an interface by name resolves the name in the calling
 //! thread's network namespace, which is why the daemon runs inside its node's namespace.
 
+mod batch;
 mod endpoints;
 mod error;
 mod fullness;
@@ -37,8 +38,8 @@ pub use error::DataPlaneError;
 pub use fullness::{map_fullness, MapFullness};
 pub use pins::{PinLayout, MAP_LAYOUT_VERSION};
 pub use services::{
-    proto_name, BackendEntry, Frontend, FrontendEntry, FrontendHeader, ServiceMaps,
-    ServiceMapsSnapshot,
+    proto_name, BackendEntry, Frontend, FrontendEntry, FrontendHeader, OldFrontend, ServiceMaps,
+    ServiceMapsSnapshot, ServiceWrites,
 };
 pub use test_run::{TcProgram, TestRunOutcome};
 

@@ -1,12 +1,13 @@
 //! The service maps (`SERVICES`, `BACKENDS`, `MAGLEV`): typed access for the service
 //! reconciler, which owns them, and for inspection of a running node's pinned maps.
 //!
-//! A frontend's backend set is switched atomically: backend slots are written first, then the
-//! header (slot 0) with the new count, then slots beyond the new count are removed. A lookup
-//! racing with the update sees either the old count (whose slots are all still present,
-//! possibly already naming new backends) or the new one, never an empty slot. Maglev tables
-//! have two generations: the new table is written into the idle one and the header's
-//! generation switched last.
+//! Writes are collected into [`ServiceWrites`] and applied in batches (one syscall per step,
+//! not per entry). A frontend's backend set is switched atomically: backend slots are written
+//! first, then the header (slot 0) with the new count, then slots beyond the new count are
+//! removed. A lookup racing with the update sees either the old count (whose slots are all
+//! still present, possibly already naming new backends) or the new one, never an empty slot.
+//! Maglev tables have two generations: the new table is written into the idle one and the
+//! header's generation switched last.
 
 use std::{
     borrow::{Borrow, BorrowMut},
@@ -22,7 +23,7 @@ use skiff_common::{
     IPPROTO_TCP, IPPROTO_UDP, MAGLEV_TABLE_SIZE, SVC_FLAG_MAGLEV,
 };
 
-use super::{ignore_missing, DataPlaneError};
+use super::{batch, DataPlaneError};
 
 /// A service frontend: what clients reach (a ClusterIP port or a node address and node port).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -223,36 +224,54 @@ impl<T: Borrow<MapData>> ServiceMaps<T> {
             })
             .collect()
     }
-
-    fn header(&self, frontend: Frontend) -> Result<Option<ServiceValue>, DataPlaneError> {
-        match self.services.get(&frontend.key(0), 0) {
-            Ok(header) => Ok(Some(header)),
-            Err(MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(DataPlaneError::map(names::SERVICES)(e)),
-        }
-    }
 }
 
-impl<T: BorrowMut<MapData>> ServiceMaps<T> {
-    pub fn upsert_backend(&mut self, id: u32, backend: BackendEntry) -> Result<(), DataPlaneError> {
-        self.backends
-            .insert(id, backend.to_kernel(), 0)
-            .map_err(DataPlaneError::map(names::BACKENDS))
+/// A frontend's state before a write, as the writer needs it (from the last snapshot or
+/// reconcile).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OldFrontend {
+    pub frontend_id: u32,
+    pub count: u16,
+    pub flags: u8,
+    pub maglev_generation: u8,
+}
+
+/// The map changes of one reconcile pass, applied by [`ServiceMaps::apply`] in an order that
+/// keeps every frontend's switch atomic, one batch syscall per step:
+/// 1. backends; 2. backend slots and the idle Maglev generation; 3. headers (the switch);
+/// 4. removed headers, then slots beyond new counts and of removed frontends, retired Maglev
+///    entries, and retired backends.
+#[derive(Default)]
+pub struct ServiceWrites {
+    backends: Vec<(u32, Backend)>,
+    slots: Vec<(ServiceKey, ServiceValue)>,
+    maglev: Vec<(MaglevKey, u32)>,
+    headers: Vec<(ServiceKey, ServiceValue)>,
+    removed_headers: Vec<ServiceKey>,
+    removed_slots: Vec<ServiceKey>,
+    removed_maglev: Vec<MaglevKey>,
+    removed_backends: Vec<u32>,
+}
+
+impl ServiceWrites {
+    pub fn upsert_backend(&mut self, id: u32, backend: BackendEntry) {
+        self.backends.push((id, backend.to_kernel()));
     }
 
-    pub fn remove_backend(&mut self, id: u32) -> Result<(), DataPlaneError> {
-        ignore_missing(self.backends.remove(&id)).map_err(DataPlaneError::map(names::BACKENDS))
+    pub fn remove_backend(&mut self, id: u32) {
+        self.removed_backends.push(id);
     }
 
-    /// Points `frontend` at `backend_ids` (already written with [`Self::upsert_backend`]) and,
-    /// for a Maglev frontend, at `maglev_table`; switches atomically as the module doc says.
+    /// Points `frontend` at `backend_ids` and, for a Maglev frontend, `maglev_table` (written
+    /// into the generation `old` is not using). Returns the generation the header names.
     pub fn write_frontend(
         &mut self,
         frontend: Frontend,
+        old: Option<OldFrontend>,
         header: FrontendHeader,
         backend_ids: &[u32],
         maglev_table: Option<&[u32]>,
-    ) -> Result<(), DataPlaneError> {
+    ) -> Result<u8, DataPlaneError> {
         let count = u16::try_from(backend_ids.len())
             .ok()
             .filter(|&n| n < u16::MAX)
@@ -261,18 +280,14 @@ impl<T: BorrowMut<MapData>> ServiceMaps<T> {
                 count: backend_ids.len(),
                 max: usize::from(u16::MAX) - 1,
             })?;
-        let old = self.header(frontend)?;
-        let old_count = old.map_or(0, |h| h.count);
-        let old_generation = old.map_or(1, |h| h.maglev_generation);
         for (slot, id) in (1u16..).zip(backend_ids) {
             let value = ServiceValue {
                 backend_id: *id,
                 ..Default::default()
             };
-            self.services
-                .insert(frontend.key(slot), value, 0)
-                .map_err(DataPlaneError::map(names::SERVICES))?;
+            self.slots.push((frontend.key(slot), value));
         }
+        let old_generation = old.map_or(1, |o| o.maglev_generation);
         let mut generation = old_generation;
         if let Some(table) = maglev_table {
             generation = 1 - old_generation.min(1);
@@ -282,9 +297,7 @@ impl<T: BorrowMut<MapData>> ServiceMaps<T> {
                     frontend_id: header.frontend_id,
                     index: base + i as u32,
                 };
-                self.maglev
-                    .insert(key, id, 0)
-                    .map_err(DataPlaneError::map(names::MAGLEV))?;
+                self.maglev.push((key, *id));
             }
         }
         let value = ServiceValue {
@@ -295,41 +308,78 @@ impl<T: BorrowMut<MapData>> ServiceMaps<T> {
             frontend_id: header.frontend_id,
             affinity_timeout_secs: header.affinity_timeout_secs,
         };
-        self.services
-            .insert(frontend.key(0), value, 0)
-            .map_err(DataPlaneError::map(names::SERVICES))?;
-        for slot in count + 1..=old_count {
-            ignore_missing(self.services.remove(&frontend.key(slot)))
-                .map_err(DataPlaneError::map(names::SERVICES))?;
-        }
-        if maglev_table.is_none() {
-            if let Some(old) = old.filter(|h| h.flags & SVC_FLAG_MAGLEV != 0) {
-                self.remove_maglev(old.frontend_id)?;
+        self.headers.push((frontend.key(0), value));
+        if let Some(old) = old {
+            for slot in count + 1..=old.count {
+                self.removed_slots.push(frontend.key(slot));
+            }
+            if maglev_table.is_none() && old.flags & SVC_FLAG_MAGLEV != 0 {
+                self.remove_maglev(old.frontend_id);
             }
         }
-        Ok(())
+        Ok(generation)
     }
 
-    /// Removes `frontend`: header first, so no new flow picks a slot being removed.
-    pub fn remove_frontend(&mut self, frontend: Frontend) -> Result<(), DataPlaneError> {
-        let Some(old) = self.header(frontend)? else {
-            return Ok(());
-        };
-        for slot in 0..=old.count {
-            ignore_missing(self.services.remove(&frontend.key(slot)))
-                .map_err(DataPlaneError::map(names::SERVICES))?;
+    /// Removes `frontend`: its header goes before its slots, so no new flow picks a slot
+    /// being removed.
+    pub fn remove_frontend(&mut self, frontend: Frontend, old: OldFrontend) {
+        self.removed_headers.push(frontend.key(0));
+        for slot in 1..=old.count {
+            self.removed_slots.push(frontend.key(slot));
         }
         if old.flags & SVC_FLAG_MAGLEV != 0 {
-            self.remove_maglev(old.frontend_id)?;
+            self.remove_maglev(old.frontend_id);
         }
-        Ok(())
     }
 
-    fn remove_maglev(&mut self, frontend_id: u32) -> Result<(), DataPlaneError> {
-        for index in 0..2 * MAGLEV_TABLE_SIZE {
-            let key = MaglevKey { frontend_id, index };
-            ignore_missing(self.maglev.remove(&key)).map_err(DataPlaneError::map(names::MAGLEV))?;
-        }
+    fn remove_maglev(&mut self, frontend_id: u32) {
+        self.removed_maglev
+            .extend((0..2 * MAGLEV_TABLE_SIZE).map(|index| MaglevKey { frontend_id, index }));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.backends.is_empty()
+            && self.slots.is_empty()
+            && self.maglev.is_empty()
+            && self.headers.is_empty()
+            && self.removed_headers.is_empty()
+            && self.removed_slots.is_empty()
+            && self.removed_maglev.is_empty()
+            && self.removed_backends.is_empty()
+    }
+}
+
+impl<T: BorrowMut<MapData>> ServiceMaps<T> {
+    /// Applies `writes` in the order [`ServiceWrites`] describes. On an error the maps may hold
+    /// part of the pass (each step is still consistent); the caller re-reads them.
+    pub fn apply(&mut self, writes: &ServiceWrites) -> Result<(), DataPlaneError> {
+        let services = fd_of(&self.services);
+        let backends = fd_of(&self.backends);
+        let maglev = fd_of(&self.maglev);
+        let err = |map: &'static str| {
+            move |e: std::io::Error| DataPlaneError::Map {
+                map,
+                source: MapError::SyscallError(aya::sys::SyscallError {
+                    call: "bpf_map_batch",
+                    io_error: e,
+                }),
+            }
+        };
+        batch::update(backends, &writes.backends).map_err(err(names::BACKENDS))?;
+        batch::update(services, &writes.slots).map_err(err(names::SERVICES))?;
+        batch::update(maglev, &writes.maglev).map_err(err(names::MAGLEV))?;
+        batch::update(services, &writes.headers).map_err(err(names::SERVICES))?;
+        batch::delete(services, &writes.removed_headers).map_err(err(names::SERVICES))?;
+        batch::delete(services, &writes.removed_slots).map_err(err(names::SERVICES))?;
+        batch::delete(maglev, &writes.removed_maglev).map_err(err(names::MAGLEV))?;
+        batch::delete(backends, &writes.removed_backends).map_err(err(names::BACKENDS))?;
         Ok(())
     }
+}
+
+fn fd_of<T: Borrow<MapData>, K: aya::Pod, V: aya::Pod>(
+    map: &HashMap<T, K, V>,
+) -> std::os::fd::BorrowedFd<'_> {
+    use std::os::fd::AsFd as _;
+    aya::maps::IterableMap::map(map).fd().as_fd()
 }

@@ -17,7 +17,9 @@ use super::{
     },
     maglev::maglev_table,
 };
-use crate::dataplane::{BackendEntry, DataPlaneError, Frontend, FrontendHeader, ServiceMaps};
+use crate::dataplane::{
+    BackendEntry, DataPlaneError, Frontend, FrontendHeader, OldFrontend, ServiceMaps, ServiceWrites,
+};
 
 /// What one reconcile pass changed in the kernel.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -48,6 +50,18 @@ struct WantedFrontend {
 struct AppliedFrontend {
     header: FrontendHeader,
     backend_ids: Vec<u32>,
+    maglev_generation: u8,
+}
+
+impl AppliedFrontend {
+    fn old(&self) -> OldFrontend {
+        OldFrontend {
+            frontend_id: self.header.frontend_id,
+            count: self.backend_ids.len() as u16,
+            flags: self.header.flags,
+            maglev_generation: self.maglev_generation,
+        }
+    }
 }
 
 pub struct ServiceReconciler {
@@ -62,7 +76,20 @@ pub struct ServiceReconciler {
 impl ServiceReconciler {
     /// Takes ownership of the maps and adopts whatever they already hold.
     pub fn new(maps: ServiceMaps) -> Result<ServiceReconciler, DataPlaneError> {
-        let snapshot = maps.snapshot()?;
+        let mut reconciler = ServiceReconciler {
+            maps,
+            backends: HashMap::new(),
+            frontends: BTreeMap::new(),
+            next_backend_id: 1,
+            next_frontend_id: 1,
+        };
+        reconciler.adopt()?;
+        Ok(reconciler)
+    }
+
+    /// Rebuilds the in-memory view from the kernel's maps.
+    fn adopt(&mut self) -> Result<(), DataPlaneError> {
+        let snapshot = self.maps.snapshot()?;
         let backends: HashMap<_, _> = snapshot
             .backends
             .iter()
@@ -77,6 +104,7 @@ impl ServiceReconciler {
                     AppliedFrontend {
                         header: entry.header,
                         backend_ids: entry.backend_ids.clone(),
+                        maglev_generation: entry.maglev_generation,
                     },
                 )
             })
@@ -87,13 +115,11 @@ impl ServiceReconciler {
             .map(|f| f.header.frontend_id)
             .max()
             .map_or(1, |id| id + 1);
-        Ok(ServiceReconciler {
-            maps,
-            backends,
-            frontends,
-            next_backend_id,
-            next_frontend_id,
-        })
+        self.backends = backends;
+        self.frontends = frontends;
+        self.next_backend_id = next_backend_id;
+        self.next_frontend_id = next_frontend_id;
+        Ok(())
     }
 
     /// Read access to the maps (inspection, tests).
@@ -106,47 +132,46 @@ impl ServiceReconciler {
         self.frontends.len()
     }
 
-    /// Makes the kernel match `desired`, writing only what differs. `desired` is validated
-    /// first; an invalid state changes nothing.
+    /// Makes the kernel match `desired`, writing only what differs, in batches (see
+    /// [`ServiceWrites`]). `desired` is validated first; an invalid state changes nothing. If
+    /// the kernel rejects a write (a full map), the view is re-read from the maps, so the next
+    /// pass repairs whatever this one left half done.
     pub fn reconcile(
         &mut self,
         desired: &DesiredServices,
     ) -> Result<ReconcileStats, ReconcileError> {
         desired.validate()?;
         let (wanted_frontends, wanted_backends) = wanted(desired);
+        let mut writes = ServiceWrites::default();
         let mut stats = ReconcileStats::default();
+        let mut backends = self.backends.clone();
+        let mut frontends = self.frontends.clone();
+        let (mut next_backend_id, mut next_frontend_id) =
+            (self.next_backend_id, self.next_frontend_id);
 
-        // 1. Backends first: a frontend never points at an id the kernel does not have.
         for (&(ip, port), &active) in &wanted_backends {
-            let (id, written) = match self.backends.get(&(ip, port)) {
+            let (id, unchanged) = match backends.get(&(ip, port)) {
                 Some(&(id, was_active)) => (id, was_active == active),
                 None => {
-                    let id = self.next_backend_id;
-                    self.next_backend_id += 1;
-                    (id, false)
+                    next_backend_id += 1;
+                    (next_backend_id - 1, false)
                 }
             };
-            if !written {
-                self.maps
-                    .upsert_backend(id, BackendEntry { ip, port, active })?;
-                self.backends.insert((ip, port), (id, active));
+            if !unchanged {
+                writes.upsert_backend(id, BackendEntry { ip, port, active });
+                backends.insert((ip, port), (id, active));
                 stats.backends_written += 1;
             }
         }
 
-        // 2. Frontends: each switched atomically by the map writer.
         for (frontend, want) in &wanted_frontends {
-            let backend_ids: Vec<u32> = want
-                .backends
-                .iter()
-                .map(|key| self.backends[key].0)
-                .collect();
-            let frontend_id = match self.frontends.get(frontend) {
+            let backend_ids: Vec<u32> = want.backends.iter().map(|key| backends[key].0).collect();
+            let old = frontends.get(frontend);
+            let frontend_id = match old {
                 Some(applied) => applied.header.frontend_id,
                 None => {
-                    let id = self.next_frontend_id;
-                    self.next_frontend_id += 1;
-                    id
+                    next_frontend_id += 1;
+                    next_frontend_id - 1
                 }
             };
             let header = FrontendHeader {
@@ -154,53 +179,62 @@ impl ServiceReconciler {
                 flags: want.flags,
                 affinity_timeout_secs: want.affinity_timeout_secs,
             };
-            let applied = AppliedFrontend {
-                header,
-                backend_ids,
-            };
-            if self.frontends.get(frontend) == Some(&applied) {
+            if old.is_some_and(|o| o.header == header && o.backend_ids == backend_ids) {
                 continue;
             }
             let table = (want.flags & SVC_FLAG_MAGLEV != 0).then(|| {
                 let named: Vec<(String, u32)> = want
                     .backends
                     .iter()
-                    .zip(&applied.backend_ids)
+                    .zip(&backend_ids)
                     .map(|((ip, port), id)| (format!("{ip}:{port}"), *id))
                     .collect();
                 maglev_table(&named)
             });
             // An empty Maglev table cannot be looked up; count 0 refuses before it is used.
             let table = table.filter(|t| !t.is_empty());
-            self.maps
-                .write_frontend(*frontend, header, &applied.backend_ids, table.as_deref())?;
-            self.frontends.insert(*frontend, applied);
+            let maglev_generation = writes.write_frontend(
+                *frontend,
+                old.map(AppliedFrontend::old),
+                header,
+                &backend_ids,
+                table.as_deref(),
+            )?;
+            frontends.insert(
+                *frontend,
+                AppliedFrontend {
+                    header,
+                    backend_ids,
+                    maglev_generation,
+                },
+            );
             stats.frontends_written += 1;
         }
-        let stale: Vec<Frontend> = self
-            .frontends
-            .keys()
-            .filter(|f| !wanted_frontends.contains_key(f))
-            .copied()
-            .collect();
-        for frontend in stale {
-            self.maps.remove_frontend(frontend)?;
-            self.frontends.remove(&frontend);
-            stats.frontends_removed += 1;
-        }
+        frontends.retain(|frontend, applied| {
+            let keep = wanted_frontends.contains_key(frontend);
+            if !keep {
+                writes.remove_frontend(*frontend, applied.old());
+                stats.frontends_removed += 1;
+            }
+            keep
+        });
+        backends.retain(|key, (id, _)| {
+            let keep = wanted_backends.contains_key(key);
+            if !keep {
+                writes.remove_backend(*id);
+                stats.backends_removed += 1;
+            }
+            keep
+        });
 
-        // 3. Backends nobody wants any more, now that no frontend points at them.
-        let gone: Vec<(Ipv4Addr, u16)> = self
-            .backends
-            .keys()
-            .filter(|key| !wanted_backends.contains_key(key))
-            .copied()
-            .collect();
-        for key in gone {
-            let (id, _) = self.backends.remove(&key).expect("listed above");
-            self.maps.remove_backend(id)?;
-            stats.backends_removed += 1;
+        if let Err(e) = self.maps.apply(&writes) {
+            self.adopt()?;
+            return Err(e.into());
         }
+        self.backends = backends;
+        self.frontends = frontends;
+        self.next_backend_id = next_backend_id;
+        self.next_frontend_id = next_frontend_id;
         Ok(stats)
     }
 }
