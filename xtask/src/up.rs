@@ -18,6 +18,7 @@ pub fn run(workspace: &Path) -> anyhow::Result<()> {
     println!(
         "\nWhat works today:\n  \
          {node} run --help      run the data plane on a node (inside its network namespace)\n  \
+         docs/services.md       how services are load-balanced, and how to inspect a node\n  \
          cargo xtask test       the whole suite, including real traffic in an isolated lab\n\
          The local multi-node cluster and demo app arrive with the control-plane and node issues.",
         node = node.display()
