@@ -372,6 +372,21 @@ struct Session {
 
 impl Session {
     fn start(c: &mut Cluster, client: &str, target: &str, proto: &str, extra: &[&str]) -> Session {
+        Self::spawn(c, client, false, target, proto, extra)
+    }
+
+    fn start_outside_cgroup(c: &mut Cluster, client: &str, target: &str, proto: &str) -> Session {
+        Self::spawn(c, client, true, target, proto, &[])
+    }
+
+    fn spawn(
+        c: &mut Cluster,
+        client: &str,
+        outside_cgroup: bool,
+        target: &str,
+        proto: &str,
+        extra: &[&str],
+    ) -> Session {
         let mut command = probe();
         command
             .args(["session", target, "--proto", proto, "--timeout-ms", "1000"])
@@ -379,24 +394,12 @@ impl Session {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped());
         let pod = c.pod(client);
-        let child = c.lab.spawn_in_pod(pod, command).expect("session");
-        Session {
-            stdin: child.stdin.take().unwrap(),
-            stdout: BufReader::new(child.stdout.take().unwrap()),
+        let child = if outside_cgroup {
+            c.lab.spawn_in_pod_netns_only(pod, command)
+        } else {
+            c.lab.spawn_in_pod(pod, command)
         }
-    }
-
-    fn start_outside_cgroup(c: &mut Cluster, client: &str, target: &str, proto: &str) -> Session {
-        let mut command = probe();
-        command
-            .args(["session", target, "--proto", proto, "--timeout-ms", "1000"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped());
-        let pod = c.pod(client);
-        let child = c
-            .lab
-            .spawn_in_pod_netns_only(pod, command)
-            .expect("session");
+        .expect("session");
         Session {
             stdin: child.stdin.take().unwrap(),
             stdout: BufReader::new(child.stdout.take().unwrap()),

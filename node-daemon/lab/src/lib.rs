@@ -187,7 +187,6 @@ impl Lab {
             .ok_or(LabError::TooMany("nodes"))?;
         let netns = Netns::create(&format!("{}-{name}", self.id))?;
         let ns = netns.name().to_string();
-        let lab_ns = self.lab_netns().name().to_string();
         let lab_side = format!("n{index}");
         let address = Ipv4Addr::new(10, 200, 0, number);
         let cgroup = self.cgroup.join(name);
@@ -205,24 +204,7 @@ impl Lab {
         };
         self.nodes.push(node);
         std::fs::create_dir_all(&host_cgroup).map_err(LabError::io(&host_cgroup))?;
-        sys::ip(&[
-            "-n", &lab_ns, "link", "add", &lab_side, "type", "veth", "peer", "name", "eth0",
-            "netns", &ns,
-        ])?;
-        sys::ip(&[
-            "-n", &lab_ns, "link", "set", &lab_side, "master", "br0", "up",
-        ])?;
-        sys::ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-        sys::ip(&[
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("{address}/24"),
-            "dev",
-            "eth0",
-        ])?;
-        sys::ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+        self.plug_into_bridge(&ns, &lab_side, address)?;
         self.nodes[index].netns.run(|| {
             sys::write_sysctl("net/ipv4/ip_forward", "1")?;
             // A node forwarding NodePort traffic back out of its uplink would otherwise send
@@ -242,7 +224,6 @@ impl Lab {
             .ok_or(LabError::TooMany("external clients"))?;
         let netns = Netns::create(&format!("{}-x-{name}", self.id))?;
         let ns = netns.name().to_string();
-        let lab_ns = self.lab_netns().name().to_string();
         let lab_side = format!("x{index}");
         let address = Ipv4Addr::new(10, 200, 0, number);
         let cgroup = self.cgroup.join(format!("external-{name}"));
@@ -253,25 +234,23 @@ impl Lab {
             cgroup: cgroup.clone(),
         });
         std::fs::create_dir_all(&cgroup).map_err(LabError::io(&cgroup))?;
-        sys::ip(&[
-            "-n", &lab_ns, "link", "add", &lab_side, "type", "veth", "peer", "name", "eth0",
-            "netns", &ns,
-        ])?;
-        sys::ip(&[
-            "-n", &lab_ns, "link", "set", &lab_side, "master", "br0", "up",
-        ])?;
-        sys::ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-        sys::ip(&[
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("{address}/24"),
-            "dev",
-            "eth0",
-        ])?;
-        sys::ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+        self.plug_into_bridge(&ns, &lab_side, address)?;
         Ok(ExternalId(index))
+    }
+
+    /// Connects namespace `ns` to the lab bridge: its `eth0` holds `address/24`, the bridge
+    /// side of the veth is `lab_side`.
+    fn plug_into_bridge(&self, ns: &str, lab_side: &str, address: Ipv4Addr) -> Result<()> {
+        let lab_ns = self.lab_netns().name();
+        sys::ip(&[
+            "-n", lab_ns, "link", "add", lab_side, "type", "veth", "peer", "name", "eth0", "netns",
+            ns,
+        ])?;
+        sys::ip(&["-n", lab_ns, "link", "set", lab_side, "master", "br0", "up"])?;
+        sys::ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        let cidr = format!("{address}/24");
+        sys::ip(&["-n", ns, "addr", "add", &cidr, "dev", "eth0"])?;
+        sys::ip(&["-n", ns, "link", "set", "eth0", "up"])
     }
 
     pub fn external(&self, id: ExternalId) -> &External {
