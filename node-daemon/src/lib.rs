@@ -8,5 +8,6 @@
 //!
 //! Pod runtimes and joining the control plane arrive with the node-daemon issue.
 pub mod dataplane;
+mod http;
 pub mod metrics;
 pub mod service_lb;

@@ -3,11 +3,9 @@
 //! kernel's state whichever daemon process pinned it.
 
 use std::{
-    io::{Read, Write},
     net::{SocketAddr, TcpListener},
     path::{Path, PathBuf},
     thread,
-    time::Duration,
 };
 
 use crate::dataplane::{map_fullness, pinned_drop_counts, DataPlaneError};
@@ -50,19 +48,12 @@ pub fn serve(addr: SocketAddr, pin_dir: PathBuf) -> std::io::Result<()> {
     thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
-            for mut stream in listener.incoming().flatten() {
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-                let mut request = [0u8; 1024];
-                let _ = stream.read(&mut request);
+            for stream in listener.incoming().flatten() {
                 let (status, body) = match render(&pin_dir) {
                     Ok(body) => ("200 OK", body),
                     Err(e) => ("500 Internal Server Error", format!("{e}\n")),
                 };
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
+                let _ = crate::http::respond(stream, status, "text/plain; version=0.0.4", &body);
             }
         })?;
     Ok(())

@@ -5,66 +5,17 @@
 mod support;
 
 use std::{
-    io::{BufRead as _, BufReader, Read as _, Write as _},
-    process::{ChildStderr, ChildStdin, ChildStdout, Command, Stdio},
+    io::{BufRead as _, BufReader, Read as _},
+    process::{ChildStderr, Command, Stdio},
     time::Duration,
 };
 
 use serde_json::{json, Value};
-use skiff_lab::{Lab, NodeId, PodId};
-use support::{pin_dir, probe, service};
+use skiff_lab::{Lab, NodeId};
+use support::{pin_dir, service, ProbePipes};
 
 const DAEMON: &str = env!("CARGO_BIN_EXE_skiff-node");
 const VIP: &str = "10.96.0.10:80";
-
-/// Pipes of a probe the lab runs (the lab owns the process and kills it on drop).
-struct Pipes {
-    stdin: Option<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl Pipes {
-    fn of(child: &mut std::process::Child) -> Pipes {
-        Pipes {
-            stdin: child.stdin.take(),
-            stdout: BufReader::new(child.stdout.take().unwrap()),
-        }
-    }
-
-    fn line(&mut self) -> Value {
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).unwrap();
-        serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{e}: {line:?}"))
-    }
-
-    /// One exchange of a `skiff-probe session`.
-    fn exchange(&mut self) -> Value {
-        let stdin = self.stdin.as_mut().unwrap();
-        stdin.write_all(b"go\n").unwrap();
-        stdin.flush().unwrap();
-        self.line()
-    }
-
-    /// Ends a `skiff-probe load` and returns its summary.
-    fn finish(mut self) -> Value {
-        drop(self.stdin.take());
-        self.line()
-    }
-}
-
-fn probe_in(lab: &mut Lab, pod: PodId, outside_cgroup: bool, args: &[&str]) -> Pipes {
-    let mut command = probe();
-    command
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped());
-    let child = if outside_cgroup {
-        lab.spawn_in_pod_netns_only(pod, command)
-    } else {
-        lab.spawn_in_pod(pod, command)
-    };
-    Pipes::of(child.expect("start probe"))
-}
 
 /// Starts `skiff-node run ARGS` as one of the node's processes; returns its pid and log.
 fn start_daemon(lab: &mut Lab, node: NodeId, args: &[String]) -> (i32, ChildStderr) {
@@ -113,16 +64,7 @@ fn kill_9_breaks_no_connection(attach_mode: &str) {
     let web1 = lab.add_pod(node, "web1").expect("pod");
     let web2 = lab.add_pod(node, "web2").expect("pod");
     for (pod, name) in [(web1, "web1"), (web2, "web2")] {
-        let mut command = probe();
-        command
-            .args(["serve", "--name", name, "--tcp", "8080"])
-            .stdout(Stdio::piped());
-        let child = lab.spawn_in_pod(pod, command).expect("server");
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "serving");
+        support::serve(&mut lab, pod, name, &["--tcp", "8080"]);
     }
     let endpoints = [web1, web2]
         .map(|pod| json!({"ip": lab.pod(pod).ip, "local": true}))
@@ -161,16 +103,16 @@ fn kill_9_breaks_no_connection(attach_mode: &str) {
 
     // Established flows on both paths (socket hooks; conntrack outside the cgroup), and
     // continuous new connections on both.
-    let mut sessions: Vec<Pipes> = [false, true]
-        .map(|outside| probe_in(&mut lab, client, outside, &["session", VIP]))
+    let mut sessions: Vec<ProbePipes> = [false, true]
+        .map(|outside| ProbePipes::spawn(&mut lab, client, outside, &["session", VIP]))
         .into();
     for (i, session) in sessions.iter_mut().enumerate() {
         let result = session.exchange();
         assert_eq!(result["ok"], true, "session {i} before the kill: {result}");
     }
-    let loads: Vec<Pipes> = [false, true]
+    let loads: Vec<ProbePipes> = [false, true]
         .map(|outside| {
-            probe_in(
+            ProbePipes::spawn(
                 &mut lab,
                 client,
                 outside,

@@ -2,13 +2,11 @@
 //! programs inside a node namespace, probes send real packets between pod namespaces, and the
 //! counters read back from the maps must equal what was sent.
 
-use std::{
-    io::{BufRead as _, BufReader},
-    process::{Command, Stdio},
-};
+mod support;
+
+use std::process::Command;
 
 use aya::programs::{SchedClassifier, TcAttachType};
-use serde_json::Value;
 use skiff_common::DropReason;
 use skiff_lab::{packet::Ipv4Packet, Lab, PodId};
 use skiff_node::dataplane::{AttachMode, DataPlane};
@@ -46,45 +44,6 @@ fn setup(mode: AttachMode) -> Setup {
         b,
         dataplane,
     }
-}
-
-fn probe() -> Command {
-    Command::new(skiff_lab::probe_binary().expect("skiff-probe"))
-}
-
-/// Starts `skiff-probe serve ARGS` in `pod` and waits until it listens.
-fn serve(lab: &mut Lab, pod: PodId, args: &[&str]) {
-    let name = lab.pod(pod).name.clone();
-    let mut command = probe();
-    command
-        .args(["serve", "--name", &name])
-        .args(args)
-        .stdout(Stdio::piped());
-    let child = lab.spawn_in_pod(pod, command).expect("start server");
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "serving", "server in {name} did not start");
-}
-
-/// Runs `skiff-probe connect ARGS` and returns its JSON result.
-fn connect(output: std::process::Output) -> Value {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
-        panic!(
-            "probe printed no JSON ({e}): {stdout} {}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })
-}
-
-fn connect_args(target: &str, proto: &str, extra: &[&str]) -> Command {
-    let mut command = probe();
-    command
-        .args(["connect", target, "--proto", proto, "--timeout-ms", "1500"])
-        .args(extra);
-    command
 }
 
 fn counters_match_traffic(mode: AttachMode) {
@@ -125,13 +84,13 @@ fn counters_match_traffic(mode: AttachMode) {
     }
 
     let b_addr = format!("{}:9000", lab.pod(b).ip);
-    serve(&mut lab, b, &["--udp", "9000"]);
+    support::serve(&mut lab, b, "b", &["--udp", "9000"]);
     const DATAGRAMS: u64 = 50;
     const PAYLOAD: u64 = 100;
-    let result = connect(
+    let result = support::parse(
         lab.run_in_pod(
             a,
-            connect_args(&b_addr, "udp", &["--count", "50", "--size", "100"]),
+            support::connect_command(&b_addr, "udp", &["--count", "50", "--size", "100"]),
         )
         .unwrap(),
     );
@@ -203,13 +162,13 @@ fn spoofed_source_is_dropped_on_real_traffic() {
         dataplane,
     } = setup(AttachMode::detect());
     let b_addr = format!("{}:9000", lab.pod(b).ip);
-    serve(&mut lab, b, &["--udp", "9000"]);
+    support::serve(&mut lab, b, "b", &["--udp", "9000"]);
     let (a_ns, gateway) = {
         let pod = lab.pod(a);
         (pod.netns.name().to_string(), lab.node(pod.node).gateway)
     };
-    let honest = connect(
-        lab.run_in_pod(a, connect_args(&b_addr, "udp", &[]))
+    let honest = support::parse(
+        lab.run_in_pod(a, support::connect_command(&b_addr, "udp", &[]))
             .unwrap(),
     );
     assert_eq!(honest["ok"], true, "{honest}");
@@ -235,8 +194,8 @@ fn spoofed_source_is_dropped_on_real_traffic() {
         "src",
         "10.244.1.99",
     ]);
-    let spoofed = connect(
-        lab.run_in_pod(a, connect_args(&b_addr, "udp", &[]))
+    let spoofed = support::parse(
+        lab.run_in_pod(a, support::connect_command(&b_addr, "udp", &[]))
             .unwrap(),
     );
     assert_eq!(

@@ -6,17 +6,12 @@
 
 mod support;
 
-use std::{
-    collections::BTreeSet,
-    io::{BufRead as _, BufReader, Write as _},
-    process::Stdio,
-    time::Duration,
-};
+use std::{collections::BTreeSet, time::Duration};
 
 use serde_json::json;
 use skiff_common::DropReason;
 use skiff_node::service_lb::desired::Service;
-use support::{connect_command, probe, service, Client, Cluster};
+use support::{connect_command, service, Client, Cluster, ProbePipes};
 
 /// Two nodes: n1 runs `client`, `web1` and `dns1`; n2 runs `web2` and `dns2`.
 fn two_nodes() -> Cluster {
@@ -363,56 +358,19 @@ fn session_affinity_holds_switches_and_times_out() {
     }
 }
 
-/// A probe session: one flow (a TCP connection or a UDP socket), one exchange per call.
-/// The lab owns the process and kills it on drop; the session holds its pipes.
-struct Session {
-    stdin: std::process::ChildStdin,
-    stdout: BufReader<std::process::ChildStdout>,
-}
-
-impl Session {
-    fn start(c: &mut Cluster, client: &str, target: &str, proto: &str, extra: &[&str]) -> Session {
-        Self::spawn(c, client, false, target, proto, extra)
-    }
-
-    fn start_outside_cgroup(c: &mut Cluster, client: &str, target: &str, proto: &str) -> Session {
-        Self::spawn(c, client, true, target, proto, &[])
-    }
-
-    fn spawn(
-        c: &mut Cluster,
-        client: &str,
-        outside_cgroup: bool,
-        target: &str,
-        proto: &str,
-        extra: &[&str],
-    ) -> Session {
-        let mut command = probe();
-        command
-            .args(["session", target, "--proto", proto, "--timeout-ms", "1000"])
-            .args(extra)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped());
-        let pod = c.pod(client);
-        let child = if outside_cgroup {
-            c.lab.spawn_in_pod_netns_only(pod, command)
-        } else {
-            c.lab.spawn_in_pod(pod, command)
-        }
-        .expect("session");
-        Session {
-            stdin: child.stdin.take().unwrap(),
-            stdout: BufReader::new(child.stdout.take().unwrap()),
-        }
-    }
-
-    fn exchange(&mut self) -> serde_json::Value {
-        self.stdin.write_all(b"go\n").unwrap();
-        self.stdin.flush().unwrap();
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).unwrap();
-        serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{e}: {line:?}"))
-    }
+/// A probe session in a pod: one flow, one exchange per `exchange()` call.
+fn session(
+    c: &mut Cluster,
+    client: &str,
+    outside_cgroup: bool,
+    target: &str,
+    proto: &str,
+    extra: &[&str],
+) -> ProbePipes {
+    let mut args = vec!["session", target, "--proto", proto, "--timeout-ms", "1000"];
+    args.extend_from_slice(extra);
+    let pod = c.pod(client);
+    ProbePipes::spawn(&mut c.lab, pod, outside_cgroup, &args)
 }
 
 #[test]
@@ -440,15 +398,22 @@ fn udp_flows_move_when_their_endpoint_is_replaced() {
     let mut clients = vec![
         (
             "unconnected",
-            Session::start(&mut c, "client", "10.96.0.53:53", "udp", &["--unconnected"]),
+            session(
+                &mut c,
+                "client",
+                false,
+                "10.96.0.53:53",
+                "udp",
+                &["--unconnected"],
+            ),
         ),
         (
             "connected",
-            Session::start(&mut c, "client", "10.96.0.53:53", "udp", &[]),
+            session(&mut c, "client", false, "10.96.0.53:53", "udp", &[]),
         ),
         (
             "outside the cgroup",
-            Session::start_outside_cgroup(&mut c, "client", "10.96.0.53:53", "udp"),
+            session(&mut c, "client", true, "10.96.0.53:53", "udp", &[]),
         ),
     ];
     for (kind, session) in &mut clients {
@@ -502,7 +467,7 @@ fn draining_endpoints_keep_established_flows_and_take_no_new_ones() {
     // Open connections until one lands on web1.
     let mut on_web1 = None;
     for _ in 0..30 {
-        let mut session = Session::start(&mut c, "client", "10.96.0.10:80", "tcp", &[]);
+        let mut session = session(&mut c, "client", false, "10.96.0.10:80", "tcp", &[]);
         let first = session.exchange();
         assert_eq!(first["ok"], true, "{first}");
         if first["answer"].as_str().unwrap().starts_with("web1 ") {

@@ -52,8 +52,13 @@ pub fn select_backend(
         frontend_id: header.frontend_id,
         _pad0: 0,
     };
-    // SAFETY: plain helper call.
-    let now = unsafe { bpf_ktime_get_ns() };
+    // The clock is read only for affinity services: new flows of the others skip the helper.
+    let now = if affinity {
+        // SAFETY: plain helper call.
+        unsafe { bpf_ktime_get_ns() }
+    } else {
+        0
+    };
     if affinity {
         if let Some(pinned) = remembered_backend(&affinity_key, header, now) {
             return Some(pinned);

@@ -59,6 +59,31 @@ struct Tuple {
 }
 
 impl Tuple {
+    /// The tuple a packet carries after `rewrite` to `value`.
+    #[inline(always)]
+    fn after(value: &CtValue, proto: u8) -> Tuple {
+        Tuple {
+            saddr: value.saddr,
+            daddr: value.daddr,
+            sport: value.sport,
+            dport: value.dport,
+            proto,
+        }
+    }
+
+    /// The reply-direction key of this tuple: how the answer to it arrives.
+    #[inline(always)]
+    fn reply_key(&self) -> CtKey {
+        Tuple {
+            saddr: self.daddr,
+            daddr: self.saddr,
+            sport: self.dport,
+            dport: self.sport,
+            proto: self.proto,
+        }
+        .key(CT_REPLY)
+    }
+
     #[inline(always)]
     fn key(&self, direction: u8) -> CtKey {
         CtKey {
@@ -161,15 +186,7 @@ fn opens_flow(ctx: &TcContext, ip: &Ipv4Header) -> bool {
 /// the new flow shows the entry is stale, so it goes.
 #[inline(always)]
 fn forget_stale_reply(tuple: &Tuple) {
-    let reply = CtKey {
-        saddr: tuple.daddr,
-        daddr: tuple.saddr,
-        sport: tuple.dport,
-        dport: tuple.sport,
-        proto: tuple.proto,
-        direction: CT_REPLY,
-        _pad0: [0; 2],
-    };
+    let reply = tuple.reply_key();
     // SAFETY: only checks presence.
     if unsafe { CONNTRACK.get(&reply) }.is_some() {
         let _ = CONNTRACK.remove(&reply);
@@ -223,25 +240,12 @@ fn new_flow(
         forward.flags = CT_FLAG_SNAT;
         forward.sport = claim_snat_port(&forward, &reply, tuple.proto, hash, masquerade)?;
     } else {
-        let reply_key = reply_key(&forward, tuple.proto);
+        let reply_key = Tuple::after(&forward, tuple.proto).reply_key();
         // Best effort on a full table: LRU eviction makes room.
         let _ = CONNTRACK.insert(&reply_key, &reply, 0);
     }
     let _ = CONNTRACK.insert(&tuple.key(CT_FORWARD), &forward, 0);
     Ok(forward)
-}
-
-#[inline(always)]
-fn reply_key(forward: &CtValue, proto: u8) -> CtKey {
-    CtKey {
-        saddr: forward.daddr,
-        daddr: forward.saddr,
-        sport: forward.dport,
-        dport: forward.sport,
-        proto,
-        direction: CT_REPLY,
-        _pad0: [0; 2],
-    }
 }
 
 /// Finds a source port on the translated address whose reply tuple is free, records the reply
@@ -269,7 +273,7 @@ fn claim_snat_port(
             candidate.sport = (port as u16).to_be();
         }
         if CONNTRACK
-            .insert(&reply_key(&candidate, proto), reply, flags)
+            .insert(&Tuple::after(&candidate, proto).reply_key(), reply, flags)
             .is_ok()
         {
             return Ok(candidate.sport);
@@ -289,34 +293,22 @@ fn rewrite(ctx: &TcContext, ip: &Ipv4Header, tuple: &Tuple, to: &CtValue) {
         // A UDP checksum of 0 means "none" and must stay 0.
         (l4 + UDP_CHECK_OFF, BPF_F_MARK_MANGLED_0 as u64)
     };
-    let addr_flags = BPF_F_PSEUDO_HDR as u64 | mangled | 4;
-    let port_flags = mangled | 2;
-    if to.saddr != tuple.saddr {
-        let _ = ctx.l4_csum_replace(check_off, tuple.saddr as u64, to.saddr as u64, addr_flags);
-        let _ = ctx.l3_csum_replace(
-            ETH_HDR_LEN + IPV4_CHECK_OFF,
-            tuple.saddr as u64,
-            to.saddr as u64,
-            4,
-        );
-        let _ = ctx.store(ETH_HDR_LEN + IPV4_SADDR_OFF, &to.saddr, 0);
-    }
-    if to.daddr != tuple.daddr {
-        let _ = ctx.l4_csum_replace(check_off, tuple.daddr as u64, to.daddr as u64, addr_flags);
-        let _ = ctx.l3_csum_replace(
-            ETH_HDR_LEN + IPV4_CHECK_OFF,
-            tuple.daddr as u64,
-            to.daddr as u64,
-            4,
-        );
-        let _ = ctx.store(ETH_HDR_LEN + IPV4_DADDR_OFF, &to.daddr, 0);
-    }
-    if to.sport != tuple.sport {
-        let _ = ctx.l4_csum_replace(check_off, tuple.sport as u64, to.sport as u64, port_flags);
-        let _ = ctx.store(l4, &to.sport, 0);
-    }
-    if to.dport != tuple.dport {
-        let _ = ctx.l4_csum_replace(check_off, tuple.dport as u64, to.dport as u64, port_flags);
-        let _ = ctx.store(l4 + 2, &to.dport, 0);
-    }
+    let addr = |offset: usize, from: u32, to: u32| {
+        if from != to {
+            let flags = BPF_F_PSEUDO_HDR as u64 | mangled | 4;
+            let _ = ctx.l4_csum_replace(check_off, from as u64, to as u64, flags);
+            let _ = ctx.l3_csum_replace(ETH_HDR_LEN + IPV4_CHECK_OFF, from as u64, to as u64, 4);
+            let _ = ctx.store(ETH_HDR_LEN + offset, &to, 0);
+        }
+    };
+    addr(IPV4_SADDR_OFF, tuple.saddr, to.saddr);
+    addr(IPV4_DADDR_OFF, tuple.daddr, to.daddr);
+    let port = |offset: usize, from: u16, to: u16| {
+        if from != to {
+            let _ = ctx.l4_csum_replace(check_off, from as u64, to as u64, mangled | 2);
+            let _ = ctx.store(l4 + offset, &to, 0);
+        }
+    };
+    port(0, tuple.sport, to.sport);
+    port(2, tuple.dport, to.dport);
 }

@@ -103,6 +103,7 @@ pub fn ports(ctx: &TcContext, ip: &Ipv4Header) -> Option<(u16, u16)> {
 }
 
 pub const TCP_FLAG_SYN: u8 = 0x02;
+pub const TCP_FLAG_RST: u8 = 0x04;
 pub const TCP_FLAG_ACK: u8 = 0x10;
 
 /// The TCP flags byte of a TCP packet whose IPv4 header is `ip`; `None` when cut off.

@@ -11,11 +11,10 @@ use aya_ebpf::{
 
 use skiff_common::IPPROTO_TCP;
 
-use crate::packet::{ptr_at, Ipv4Header, ETH_HDR_LEN, TCP_FLAG_ACK, TCP_FLAG_SYN};
+use crate::packet::{ptr_at, Ipv4Header, ETH_HDR_LEN, TCP_FLAG_ACK, TCP_FLAG_RST, TCP_FLAG_SYN};
 
 /// Ethernet + a 20-byte IPv4 header + a 20-byte TCP header.
 const RST_FRAME_LEN: u32 = (ETH_HDR_LEN + 40) as u32;
-const TCP_FLAG_RST: u8 = 0x04;
 
 #[repr(C)]
 struct Headers {

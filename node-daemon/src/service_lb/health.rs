@@ -5,7 +5,6 @@
 
 use std::{
     collections::BTreeMap,
-    io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -99,12 +98,12 @@ impl HealthChecks {
                 while !thread_stop.load(Ordering::Relaxed) {
                     match socket.accept() {
                         Ok((stream, _)) => {
-                            let answer = published
+                            let published_now = published
                                 .lock()
                                 .expect("health state lock")
                                 .get(&port)
                                 .cloned();
-                            let _ = respond(stream, answer);
+                            let _ = answer(stream, published_now);
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                             thread::sleep(Duration::from_millis(50));
@@ -125,13 +124,8 @@ impl Drop for HealthChecks {
     }
 }
 
-fn respond(mut stream: TcpStream, answer: Option<Published>) -> std::io::Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    // The request itself does not matter (kube-proxy answers any path); read what arrived.
-    let mut request = [0u8; 1024];
-    let _ = stream.read(&mut request);
-    let (status, body) = match answer {
+fn answer(stream: TcpStream, published: Option<Published>) -> std::io::Result<()> {
+    let (status, body) = match published {
         Some(p) => (
             if p.local_endpoints > 0 {
                 "200 OK"
@@ -148,9 +142,5 @@ fn respond(mut stream: TcpStream, answer: Option<Published>) -> std::io::Result<
             r#"{"error":"no such service"}"#.to_string(),
         ),
     };
-    write!(
-        stream,
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nX-Content-Type-Options: nosniff\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
+    crate::http::respond(stream, status, "application/json", &body)
 }

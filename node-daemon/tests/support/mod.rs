@@ -6,10 +6,10 @@
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead as _, BufReader},
+    io::{BufRead as _, BufReader, Write as _},
     net::Ipv4Addr,
     path::PathBuf,
-    process::{Command, Stdio},
+    process::{ChildStdin, ChildStdout, Command, Stdio},
 };
 
 use serde_json::Value;
@@ -156,20 +156,72 @@ impl Cluster {
 
     /// Starts `skiff-probe serve --name POD ARGS` in `pod` and waits until it listens.
     pub fn serve(&mut self, pod: &str, args: &[&str]) {
+        let id = self.pod(pod);
+        serve(&mut self.lab, id, pod, args);
+    }
+}
+
+/// Starts `skiff-probe serve --name NAME ARGS` in `pod` and waits until it listens.
+pub fn serve(lab: &mut Lab, pod: PodId, name: &str, args: &[&str]) {
+    let mut command = probe();
+    command
+        .args(["serve", "--name", name])
+        .args(args)
+        .stdout(Stdio::piped());
+    let child = lab.spawn_in_pod(pod, command).expect("start server");
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "serving", "server {name} did not start");
+}
+
+/// The pipes of a long-running probe (`session`, `load`) in a pod. The lab owns the process
+/// and kills it on drop.
+pub struct ProbePipes {
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl ProbePipes {
+    /// Starts `skiff-probe ARGS` in `pod`, in its cgroup or (per-packet path) outside it.
+    pub fn spawn(lab: &mut Lab, pod: PodId, outside_cgroup: bool, args: &[&str]) -> ProbePipes {
         let mut command = probe();
         command
-            .args(["serve", "--name", pod])
             .args(args)
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped());
-        let child = self
-            .lab
-            .spawn_in_pod(self.pod(pod), command)
-            .expect("start server");
+        let child = if outside_cgroup {
+            lab.spawn_in_pod_netns_only(pod, command)
+        } else {
+            lab.spawn_in_pod(pod, command)
+        }
+        .expect("start probe");
+        ProbePipes {
+            stdin: child.stdin.take(),
+            stdout: BufReader::new(child.stdout.take().unwrap()),
+        }
+    }
+
+    /// The next JSON line the probe prints.
+    pub fn line(&mut self) -> Value {
         let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "serving", "server in {pod} did not start");
+        self.stdout.read_line(&mut line).unwrap();
+        serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{e}: {line:?}"))
+    }
+
+    /// One exchange of a `skiff-probe session`.
+    pub fn exchange(&mut self) -> Value {
+        let stdin = self.stdin.as_mut().expect("stdin still open");
+        stdin.write_all(b"go\n").unwrap();
+        stdin.flush().unwrap();
+        self.line()
+    }
+
+    /// Ends a `skiff-probe load` (closes its stdin) and returns its summary.
+    pub fn finish(mut self) -> Value {
+        drop(self.stdin.take());
+        self.line()
     }
 }
 
