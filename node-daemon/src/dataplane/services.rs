@@ -9,13 +9,7 @@
 //! Maglev tables have two generations: the new table is written into the idle one and the
 //! header's generation switched last.
 
-use std::{
-    borrow::{Borrow, BorrowMut},
-    collections::BTreeMap,
-    fmt,
-    net::Ipv4Addr,
-    path::Path,
-};
+use std::{collections::BTreeMap, fmt, net::Ipv4Addr, path::Path};
 
 use aya::maps::{HashMap, MapData, MapError};
 use skiff_common::{
@@ -124,15 +118,15 @@ pub struct ServiceMapsSnapshot {
     pub backends: BTreeMap<u32, BackendEntry>,
 }
 
-/// Typed access to the service maps. `T` is `MapData` when the maps are owned (taken from the
-/// loaded object, or opened from their pins).
-pub struct ServiceMaps<T = MapData> {
-    services: HashMap<T, ServiceKey, ServiceValue>,
-    backends: HashMap<T, u32, Backend>,
-    maglev: HashMap<T, MaglevKey, u32>,
+/// Typed access to the service maps, owned: taken from the loaded object (by the reconciler)
+/// or opened from their pins (by inspection).
+pub struct ServiceMaps {
+    services: HashMap<MapData, ServiceKey, ServiceValue>,
+    backends: HashMap<MapData, u32, Backend>,
+    maglev: HashMap<MapData, MaglevKey, u32>,
 }
 
-impl ServiceMaps<MapData> {
+impl ServiceMaps {
     pub(super) fn from_maps(
         services: aya::maps::Map,
         backends: aya::maps::Map,
@@ -160,7 +154,7 @@ impl ServiceMaps<MapData> {
     }
 }
 
-impl<T: Borrow<MapData>> ServiceMaps<T> {
+impl ServiceMaps {
     /// Reads every frontend and backend.
     pub fn snapshot(&self) -> Result<ServiceMapsSnapshot, DataPlaneError> {
         let mut headers: BTreeMap<Frontend, ServiceValue> = BTreeMap::new();
@@ -349,7 +343,7 @@ impl ServiceWrites {
     }
 }
 
-impl<T: BorrowMut<MapData>> ServiceMaps<T> {
+impl ServiceMaps {
     /// Applies `writes` in the order [`ServiceWrites`] describes. On an error the maps may hold
     /// part of the pass (each step is still consistent); the caller re-reads them.
     pub fn apply(&mut self, writes: &ServiceWrites) -> Result<(), DataPlaneError> {
@@ -377,9 +371,7 @@ impl<T: BorrowMut<MapData>> ServiceMaps<T> {
     }
 }
 
-fn fd_of<T: Borrow<MapData>, K: aya::Pod, V: aya::Pod>(
-    map: &HashMap<T, K, V>,
-) -> std::os::fd::BorrowedFd<'_> {
+fn fd_of<K: aya::Pod, V: aya::Pod>(map: &HashMap<MapData, K, V>) -> std::os::fd::BorrowedFd<'_> {
     use std::os::fd::AsFd as _;
     aya::maps::IterableMap::map(map).fd().as_fd()
 }

@@ -118,6 +118,15 @@ pub struct ServicePort {
     pub node_port: Option<u16>,
 }
 
+impl ServicePort {
+    /// The target port, defaulting to the service port as Kubernetes does.
+    pub fn target(&self) -> TargetPort {
+        self.target_port
+            .clone()
+            .unwrap_or(TargetPort::Number(self.port))
+    }
+}
+
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
@@ -203,12 +212,6 @@ pub struct InvalidService {
 impl Service {
     pub fn full_name(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
-    }
-
-    pub fn target_port(port: &ServicePort) -> TargetPort {
-        port.target_port
-            .clone()
-            .unwrap_or(TargetPort::Number(port.port))
     }
 
     pub fn affinity_timeout_secs(&self) -> u32 {
@@ -338,7 +341,7 @@ mod tests {
         let s = &d.services[0];
         assert_eq!(s.namespace, "default");
         assert_eq!(s.ports[0].protocol, Protocol::TCP);
-        assert_eq!(Service::target_port(&s.ports[0]), TargetPort::Number(80));
+        assert_eq!(s.ports[0].target(), TargetPort::Number(80));
         assert_eq!(s.affinity_timeout_secs(), 10_800);
         assert!(s.endpoints[0].serving());
         assert_eq!(

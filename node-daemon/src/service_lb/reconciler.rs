@@ -12,9 +12,7 @@ use std::{
 use skiff_common::{SVC_FLAG_AFFINITY, SVC_FLAG_MAGLEV, SVC_FLAG_MASQUERADE, SVC_FLAG_NODE_PORT};
 
 use super::{
-    desired::{
-        DesiredServices, LoadBalancing, Service, ServiceType, SessionAffinity, TrafficPolicy,
-    },
+    desired::{DesiredServices, LoadBalancing, ServiceType, SessionAffinity, TrafficPolicy},
     maglev::maglev_table,
 };
 use crate::dataplane::{
@@ -260,7 +258,7 @@ fn wanted(
             flags |= SVC_FLAG_AFFINITY;
         }
         for port in &service.ports {
-            let target = Service::target_port(port);
+            let target = port.target();
             let proto = port.protocol.number();
             let mut serving = BTreeSet::new();
             let mut serving_local = BTreeSet::new();
