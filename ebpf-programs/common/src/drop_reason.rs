@@ -18,16 +18,22 @@ pub enum DropReason {
     NoServiceBackend = 3,
     /// Masquerading an external client found no free source port on the node address.
     NatPortsExhausted = 4,
+    /// A packet to a local pod that no NetworkPolicy selecting the pod for ingress allows.
+    PolicyDeniedIngress = 5,
+    /// A packet from a local pod that no NetworkPolicy selecting the pod for egress allows.
+    PolicyDeniedEgress = 6,
 }
 
 impl DropReason {
     /// Every reason, in index order.
-    pub const ALL: [DropReason; 5] = [
+    pub const ALL: [DropReason; 7] = [
         DropReason::SpoofedSource,
         DropReason::MalformedPacket,
         DropReason::UnsupportedProtocol,
         DropReason::NoServiceBackend,
         DropReason::NatPortsExhausted,
+        DropReason::PolicyDeniedIngress,
+        DropReason::PolicyDeniedEgress,
     ];
 
     /// Number of slots the `DROP_COUNTERS` array needs.
@@ -45,6 +51,8 @@ impl DropReason {
             DropReason::UnsupportedProtocol => "unsupported_protocol",
             DropReason::NoServiceBackend => "no_service_backend",
             DropReason::NatPortsExhausted => "nat_ports_exhausted",
+            DropReason::PolicyDeniedIngress => "policy_denied_ingress",
+            DropReason::PolicyDeniedEgress => "policy_denied_egress",
         }
     }
 

@@ -15,11 +15,13 @@
 mod conntrack;
 mod drop_reason;
 mod maps;
+mod policy;
 mod service;
 
 pub use conntrack::*;
 pub use drop_reason::DropReason;
 pub use maps::*;
+pub use policy::*;
 pub use service::*;
 
 /// Asserts a type's size and field offsets at compile time.

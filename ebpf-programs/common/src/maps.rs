@@ -14,9 +14,14 @@ pub mod names {
     pub const SOCK_NAT: &str = "SOCK_NAT";
     pub const CONNTRACK: &str = "CONNTRACK";
     pub const SETTINGS: &str = "SETTINGS";
+    pub const IPCACHE: &str = "IPCACHE";
+    pub const POLICY: &str = "POLICY";
+    pub const POLICY_CT: &str = "POLICY_CT";
+    pub const POLICY_COUNTERS: &str = "POLICY_COUNTERS";
+    pub const FLOW_EVENTS: &str = "FLOW_EVENTS";
 
     /// Every map, in the order inspection lists them.
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 15] = [
         ENDPOINTS,
         POD_TRAFFIC,
         DROP_COUNTERS,
@@ -27,6 +32,11 @@ pub mod names {
         SOCK_NAT,
         CONNTRACK,
         SETTINGS,
+        IPCACHE,
+        POLICY,
+        POLICY_CT,
+        POLICY_COUNTERS,
+        FLOW_EVENTS,
     ];
 }
 
@@ -37,7 +47,10 @@ pub mod settings {
     /// backend goes away; the node's own processes have no such path and are translated at
     /// `connect()`. Zero (unset): translate every socket.
     pub const HOST_NETNS_COOKIE: u32 = 0;
-    pub const COUNT: u32 = 1;
+    /// Revision of the policy maps, bumped by the policy reconciler after each change; flows
+    /// judged under an older revision are judged again (see `PolicyCtValue`).
+    pub const POLICY_REVISION: u32 = 1;
+    pub const COUNT: u32 = 2;
 }
 
 /// Program names as they appear in the eBPF object.
@@ -78,6 +91,15 @@ pub mod capacity {
     pub const SOCK_NAT: u32 = 131_072;
     /// Entries: a translated flow takes two (forward and reply).
     pub const CONNTRACK: u32 = 262_144;
+    /// Prefixes: pod addresses, this node's addresses and every `ipBlock` boundary.
+    pub const IPCACHE: u32 = 131_072;
+    /// Compiled policy entries of the identities that have pods on this node.
+    pub const POLICY: u32 = 524_288;
+    /// Entries: a flow takes one per policy check it passed (two between local pods).
+    pub const POLICY_CT: u32 = 262_144;
+    pub const POLICY_COUNTERS: u32 = 65_536;
+    /// Bytes of the flow event ring buffer (a power of two, page aligned).
+    pub const FLOW_EVENTS: u32 = 1 << 20;
 }
 
 /// A local pod as the per-pod TC programs see it, keyed by the host-side veth's ifindex.

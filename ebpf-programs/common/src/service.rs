@@ -9,6 +9,8 @@ use crate::assert_layout;
 
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+/// Policy only: SCTP ports are judged, SCTP is never load balanced.
+pub const IPPROTO_SCTP: u8 = 132;
 
 /// Entries in one generation of a Maglev lookup table (prime, as Maglev requires). The
 /// kernel indexes it with a flow hash modulo this size.

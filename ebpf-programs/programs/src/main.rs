@@ -2,6 +2,7 @@
 //!
 //! - `pod_tc`: TC programs on each pod's host-side veth (`from_pod` on ingress, `to_pod` on
 //!   egress): per-pod counters, anti-spoofing, drop reasons.
+//! - `policy`: NetworkPolicy verdicts for those programs, with their conntrack and events.
 //! - `from_network`: TC program on the node's uplink ingress (NodePort, replies).
 //! - `nat`: per-packet service NAT with connection tracking, used by `from_pod` and
 //!   `from_network`; `lb`: backend selection shared with the socket hooks.
@@ -17,6 +18,7 @@ mod maps;
 mod nat;
 mod packet;
 mod pod_tc;
+mod policy;
 mod reject;
 mod sock_lb;
 

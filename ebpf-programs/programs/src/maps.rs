@@ -3,11 +3,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use skiff_common::{
-    capacity, settings, AffinityKey, AffinityValue, Backend, CtKey, CtValue, DropReason,
-    EndpointInfo, MaglevKey, ServiceKey, ServiceValue, SockNatKey, SockNatValue, TrafficCounters,
+    capacity, settings, AddressIdentity, AffinityKey, AffinityValue, Backend, CtKey, CtValue,
+    DropReason, EndpointInfo, MaglevKey, PolicyCounters, PolicyCtValue, PolicyEntry, PolicyKey,
+    ServiceKey, ServiceValue, SockNatKey, SockNatValue, TrafficCounters,
 };
 
 /// Local pods by host-side veth ifindex. Written only by the node daemon's endpoint reconciler.
@@ -56,6 +57,34 @@ pub static CONNTRACK: LruHashMap<CtKey, CtValue> =
 /// Node settings by `skiff_common::settings` slot. Written only by the node daemon.
 #[map]
 pub static SETTINGS: Array<u64> = Array::with_max_entries(settings::COUNT, 0);
+
+/// Identity and CIDR identity by address prefix. Written only by the policy reconciler.
+#[map]
+pub static IPCACHE: LpmTrie<u32, AddressIdentity> = LpmTrie::with_max_entries(capacity::IPCACHE, 0);
+
+/// Compiled NetworkPolicy entries (see `skiff_common::policy`). Written only by the policy
+/// reconciler.
+#[map]
+pub static POLICY: LpmTrie<PolicyKey, PolicyEntry> = LpmTrie::with_max_entries(capacity::POLICY, 0);
+
+/// Flows a policy check let through, so their later packets and replies skip the lookups.
+#[map]
+pub static POLICY_CT: LruHashMap<CtKey, PolicyCtValue> =
+    LruHashMap::with_max_entries(capacity::POLICY_CT, 0);
+
+/// Per-CPU allow/deny counters by packed rule reference.
+#[map]
+pub static POLICY_COUNTERS: PerCpuHashMap<u32, PolicyCounters> =
+    PerCpuHashMap::with_max_entries(capacity::POLICY_COUNTERS, 0);
+
+/// Policy verdicts and drops for `skiff observe`. Dropped silently when user space lags.
+#[map]
+pub static FLOW_EVENTS: RingBuf = RingBuf::with_byte_size(capacity::FLOW_EVENTS, 0);
+
+#[inline(always)]
+pub fn setting(slot: u32) -> u64 {
+    SETTINGS.get(slot).copied().unwrap_or(0)
+}
 
 #[inline(always)]
 pub fn count_drop(reason: DropReason) {

@@ -1,7 +1,9 @@
 //! TC programs on a pod's host-side veth, and on the node's uplink.
 //!
 //! Packets on veths that are not in `ENDPOINTS` pass untouched: the pod programs only judge
-//! traffic of pods the node daemon registered. `from_network` only touches packets for
+//! traffic of pods the node daemon registered. For registered pods, `from_pod` checks the
+//! source address, translates service traffic and then applies egress policy to the real
+//! destination; `to_pod` applies ingress policy. `from_network` only touches packets for
 //! NodePort frontends and replies of flows the data plane translated.
 
 use aya_ebpf::{
@@ -15,7 +17,9 @@ use crate::{
     maps::{count_drop, ENDPOINTS, POD_TRAFFIC},
     nat::{self, Action, Ingress},
     packet::{ethertype, ipv4, ETH_P_ARP, ETH_P_IP},
+    policy::{self, Check, Flow},
 };
+use skiff_common::{POLICY_EGRESS, POLICY_INGRESS};
 
 enum Direction {
     FromPod,
@@ -67,14 +71,17 @@ pub fn from_network(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn to_pod(ctx: TcContext) -> i32 {
     let ifindex = ifindex(&ctx);
-    // SAFETY: only checks presence.
-    if unsafe { ENDPOINTS.get(&ifindex) }.is_none() {
+    // SAFETY: the value is only copied out.
+    let Some(endpoint) = (unsafe { ENDPOINTS.get(&ifindex) }).copied() else {
         return TC_ACT_OK;
+    };
+    match check_to_pod(&ctx, &endpoint, ifindex) {
+        Ok(()) => TC_ACT_OK,
+        Err(reason) => {
+            count_drop(reason);
+            TC_ACT_SHOT
+        }
     }
-    if ethertype(&ctx) == Some(ETH_P_IP) {
-        count_traffic(ifindex, Direction::ToPod, ctx.len());
-    }
-    TC_ACT_OK
 }
 
 /// Judges, counts and (for service traffic) translates one packet a pod sent.
@@ -87,16 +94,55 @@ fn check_from_pod(
     match ethertype(ctx) {
         Some(ETH_P_IP) => {
             let ip = ipv4(ctx).ok_or(DropReason::MalformedPacket)?;
+            let at = Check {
+                ifindex,
+                pod_addr: endpoint.ipv4,
+                direction: POLICY_EGRESS,
+            };
+            let before = Flow::read(ctx, &ip)?;
             if ip.saddr != endpoint.ipv4 {
+                policy::report_drop(&at, &before, DropReason::SpoofedSource);
                 return Err(DropReason::SpoofedSource);
             }
             count_traffic(ifindex, Direction::FromPod, ctx.len());
-            nat::translate(ctx, &ip, Ingress::Pod { ifindex })
+            if policy::is_reply(&before, POLICY_INGRESS) {
+                // Answers a connection the pod accepted: restore a translated source, pass.
+                return nat::translate(ctx, &ip, Ingress::Pod { ifindex });
+            }
+            let action = nat::translate(ctx, &ip, Ingress::Pod { ifindex })?;
+            if let Action::Refused(_) = action {
+                return Ok(action);
+            }
+            let after = Flow::reread(ctx)?;
+            let translated = (after != before).then_some(&before);
+            policy::check(&at, &after, translated)?;
+            Ok(action)
         }
         Some(ETH_P_ARP) => Ok(Action::Pass),
         Some(_) => Err(DropReason::UnsupportedProtocol),
         None => Err(DropReason::MalformedPacket),
     }
+}
+
+/// Counts one packet delivered to a pod and applies its ingress policy.
+#[inline(always)]
+fn check_to_pod(ctx: &TcContext, endpoint: &EndpointInfo, ifindex: u32) -> Result<(), DropReason> {
+    if ethertype(ctx) != Some(ETH_P_IP) {
+        return Ok(());
+    }
+    // A pod is never handed what the data plane cannot parse, policy or not.
+    let ip = ipv4(ctx).ok_or(DropReason::MalformedPacket)?;
+    count_traffic(ifindex, Direction::ToPod, ctx.len());
+    let flow = Flow::read(ctx, &ip)?;
+    if policy::is_reply(&flow, POLICY_EGRESS) {
+        return Ok(());
+    }
+    let at = Check {
+        ifindex,
+        pod_addr: endpoint.ipv4,
+        direction: POLICY_INGRESS,
+    };
+    policy::check(&at, &flow, None)
 }
 
 #[inline(always)]

@@ -16,7 +16,7 @@ use super::DataPlaneError;
 
 /// Bumped whenever a pinned map's key, value or meaning changes: pinned maps of another
 /// layout cannot be reused, and the daemon says so instead of misreading them.
-pub const MAP_LAYOUT_VERSION: &str = "skiff-maps-2";
+pub const MAP_LAYOUT_VERSION: &str = "skiff-maps-3";
 
 #[derive(Clone, Debug)]
 pub struct PinLayout {
