@@ -4,10 +4,15 @@
 //!   bpffs, attaches the per-pod TC programs, the uplink program and the cgroup socket hooks.
 //! - [`service_lb`]: the service reconciler (the only writer of the service maps), Maglev
 //!   tables and health-check node ports.
+//! - [`policy`]: NetworkPolicy compiler, the policy reconciler (the only writer of the policy
+//!   maps), `explain` and the flow stream.
+//! - [`api`]: the daemon's HTTP API (`/metrics`, `/flows`, `/explain`, `/status`).
 //! - [`metrics`]: `/metrics` (map fullness, drops by reason) from the pinned maps.
 //!
 //! Pod runtimes and joining the control plane arrive with the node-daemon issue.
+pub mod api;
 pub mod dataplane;
 mod http;
 pub mod metrics;
+pub mod policy;
 pub mod service_lb;

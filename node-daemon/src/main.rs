@@ -1,17 +1,25 @@
 //! `skiff-node`: the per-node daemon binary.
 
 use std::{
+    collections::BTreeSet,
     net::Ipv4Addr,
     path::{Path, PathBuf},
+    sync::{Arc, Mutex, RwLock},
     time::{Duration, SystemTime},
 };
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand, ValueEnum};
 use skiff_node::{
+    api::{ApiState, Status},
     dataplane::{
         map_fullness, proto_name, remove_pins, AttachMode, Capacities, DataPlane, LoadOptions,
         ServiceMaps,
+    },
+    policy::{
+        cluster_from_manifest, compile,
+        flows::{spawn_reader, FlowHub},
+        Compiled, PolicyReconciler,
     },
     service_lb::{health::HealthChecks, DesiredServices, ServiceReconciler},
 };
@@ -80,6 +88,11 @@ struct RunArgs {
     /// Desired services and endpoints (JSON, see docs/services.md); re-read when it changes.
     #[arg(long, value_name = "FILE")]
     services: Option<PathBuf>,
+    /// Cluster state for NetworkPolicy: Namespaces, Pods (with status.podIP) and
+    /// NetworkPolicies as Kubernetes YAML (see docs/network-policy.md); re-read when it
+    /// changes. A file that does not parse is reported and the applied state kept.
+    #[arg(long, value_name = "FILE")]
+    cluster: Option<PathBuf>,
     /// Capacity of the conntrack map (entries; a translated flow takes two).
     #[arg(long, default_value_t = Capacities::default().conntrack)]
     conntrack_entries: u32,
@@ -89,10 +102,10 @@ struct RunArgs {
     /// Capacity of the backend map.
     #[arg(long, default_value_t = Capacities::default().backends)]
     backend_entries: u32,
-    /// Serve Prometheus metrics (map fullness, drops by reason) on this address, e.g.
-    /// 127.0.0.1:9465.
-    #[arg(long, value_name = "ADDR:PORT")]
-    metrics: Option<std::net::SocketAddr>,
+    /// Serve the daemon's HTTP API on this address, e.g. 127.0.0.1:9465: /metrics, /flows
+    /// (`skiff observe`), /explain (`skiff policy explain`) and /status.
+    #[arg(long, alias = "metrics", value_name = "ADDR:PORT")]
+    api: Option<std::net::SocketAddr>,
     /// Seconds between counter reports in the log.
     #[arg(long, default_value_t = 10)]
     report_every: u64,
@@ -180,10 +193,49 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         "service maps adopted"
     );
     let mut health = HealthChecks::new();
-    let mut desired_file = args.services.as_deref().map(DesiredFile::new);
-    if let Some(file) = &mut desired_file {
-        file.apply_if_changed(&mut reconciler, &mut health);
+    let mut services_file = args.services.as_deref().map(WatchedFile::new);
+    if let Some(file) = &mut services_file {
+        if let Some(text) = file.changed() {
+            apply_services(&file.path, text, &mut reconciler, &mut health);
+        }
     }
+
+    // Policy: adopt the pinned maps, then apply the cluster state before pods are attached.
+    let mut policy = PolicyReconciler::new(dataplane.take_policy_maps()?)?;
+    let compiled: Arc<RwLock<Arc<Compiled>>> = Arc::default();
+    let status = Arc::new(Mutex::new(Status {
+        policy_revision: policy.revision(),
+        ..Status::default()
+    }));
+    let local_ips: Vec<Ipv4Addr> = args
+        .pods
+        .iter()
+        .map(|spec| parse_pod(spec).map(|(_, ip)| ip))
+        .collect::<anyhow::Result<_>>()?;
+    let mut cluster_file = args.cluster.as_deref().map(WatchedFile::new);
+    let mut apply_cluster = |file: &mut WatchedFile| {
+        if let Some(text) = file.changed() {
+            let outcome = apply_cluster(&text, &local_ips, &mut policy, &compiled);
+            let mut status = status.lock().unwrap_or_else(|e| e.into_inner());
+            status.policy_revision = policy.revision();
+            match outcome {
+                Ok(()) => {
+                    status.cluster_applied = Some(skiff_node::api::digest(&text));
+                    status.cluster_error = None;
+                }
+                Err(e) => {
+                    tracing::error!(file = %file.path.display(), "cluster state rejected, kernel state unchanged: {e:#}");
+                    status.cluster_error = Some(format!("{e:#}"));
+                }
+            }
+        }
+    };
+    if let Some(file) = &mut cluster_file {
+        apply_cluster(file);
+    }
+    let flows = Arc::new(FlowHub::default());
+    spawn_reader(dataplane.take_flow_events()?, compiled.clone(), flows.clone())
+        .context("starting the flow reader")?;
 
     let mut local_pods = Vec::new();
     for spec in &args.pods {
@@ -207,10 +259,15 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         dataplane.attach_cgroup(cgroup)?;
         tracing::info!(cgroup = %cgroup.display(), "socket load balancer attached");
     }
-    if let Some(addr) = args.metrics {
-        skiff_node::metrics::serve(addr, args.pin_dir.clone())
-            .with_context(|| format!("--metrics {addr}"))?;
-        tracing::info!(%addr, "serving /metrics");
+    if let Some(addr) = args.api {
+        let state = ApiState {
+            pin_dir: args.pin_dir.clone(),
+            compiled: compiled.clone(),
+            flows,
+            status: status.clone(),
+        };
+        skiff_node::api::serve(addr, state).with_context(|| format!("--api {addr}"))?;
+        tracing::info!(%addr, "serving the API (/metrics, /flows, /explain, /status)");
     }
     println!("ready");
 
@@ -218,8 +275,13 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut since_report = Duration::ZERO;
     let tick = Duration::from_millis(200);
     while !signals.wait(tick) {
-        if let Some(file) = &mut desired_file {
-            file.apply_if_changed(&mut reconciler, &mut health);
+        if let Some(file) = &mut services_file {
+            if let Some(text) = file.changed() {
+                apply_services(&file.path, text, &mut reconciler, &mut health);
+            }
+        }
+        if let Some(file) = &mut cluster_file {
+            apply_cluster(file);
         }
         since_report += tick;
         if since_report < Duration::from_secs(args.report_every.max(1)) {
@@ -247,54 +309,125 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The `--services` file: applied when its modification time changes. A file that does not
-/// parse or validate is reported and ignored, so the last good state stays in the kernel.
-struct DesiredFile {
+/// A desired-state file, read again when its modification time changes. A file that cannot
+/// be read after it was once applied is reported; the applied state stays.
+struct WatchedFile {
     path: PathBuf,
     applied: Option<SystemTime>,
 }
 
-impl DesiredFile {
-    fn new(path: &Path) -> DesiredFile {
-        DesiredFile {
+impl WatchedFile {
+    fn new(path: &Path) -> WatchedFile {
+        WatchedFile {
             path: path.to_path_buf(),
             applied: None,
         }
     }
 
-    fn apply_if_changed(&mut self, reconciler: &mut ServiceReconciler, health: &mut HealthChecks) {
+    /// The file's content when it changed since the last call.
+    fn changed(&mut self) -> Option<String> {
         let modified = match std::fs::metadata(&self.path).and_then(|m| m.modified()) {
             Ok(modified) => modified,
             Err(e) => {
                 if self.applied.is_some() {
-                    tracing::warn!(file = %self.path.display(), error = %e, "cannot read services file; keeping the last state");
+                    tracing::warn!(file = %self.path.display(), error = %e, "cannot read the file; keeping the last state");
                 }
-                return;
+                return None;
             }
         };
         if self.applied == Some(modified) {
-            return;
+            return None;
         }
-        self.applied = Some(modified);
-        match self.load().and_then(|desired| {
+        match std::fs::read_to_string(&self.path) {
+            Ok(text) => {
+                self.applied = Some(modified);
+                Some(text)
+            }
+            Err(e) => {
+                tracing::warn!(file = %self.path.display(), error = %e, "cannot read the file; keeping the last state");
+                None
+            }
+        }
+    }
+}
+
+/// Applies a `--services` file; one that does not parse or validate leaves the kernel as is.
+fn apply_services(
+    path: &Path,
+    text: String,
+    reconciler: &mut ServiceReconciler,
+    health: &mut HealthChecks,
+) {
+    let outcome = serde_json::from_str::<DesiredServices>(&text)
+        .with_context(|| format!("parsing {}", path.display()))
+        .and_then(|desired| {
             let stats = reconciler.reconcile(&desired)?;
             health
                 .update(&desired)
                 .context("opening health-check node ports")?;
             Ok(stats)
-        }) {
-            Ok(stats) => tracing::info!(?stats, "services reconciled"),
-            Err(e) => {
-                tracing::error!(file = %self.path.display(), "services file rejected, kernel state unchanged: {e:#}")
-            }
+        });
+    match outcome {
+        Ok(stats) => tracing::info!(?stats, "services reconciled"),
+        Err(e) => {
+            tracing::error!(file = %path.display(), "services file rejected, kernel state unchanged: {e:#}")
         }
     }
+}
 
-    fn load(&self) -> anyhow::Result<DesiredServices> {
-        let text = std::fs::read_to_string(&self.path)
-            .with_context(|| format!("reading {}", self.path.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", self.path.display()))
+/// Compiles a `--cluster` file and writes the policy of this node's pods into the kernel.
+fn apply_cluster(
+    text: &str,
+    local_ips: &[Ipv4Addr],
+    policy: &mut PolicyReconciler,
+    shared: &RwLock<Arc<Compiled>>,
+) -> anyhow::Result<()> {
+    let state = cluster_from_manifest(text)?;
+    let started = std::time::Instant::now();
+    let compiled = compile(&state, &node_addresses()?);
+    let local: BTreeSet<u32> = local_ips
+        .iter()
+        .filter(|ip| compiled.pods.contains_key(ip))
+        .map(|ip| compiled.address_identity(*ip).identity)
+        .collect();
+    let stats = policy.reconcile(&compiled, &local)?;
+    tracing::info!(
+        policies = state.policies.len(),
+        pods = state.pods.len(),
+        identities = compiled.identities.len(),
+        entries = policy.entry_count(),
+        ?stats,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "policy reconciled"
+    );
+    *shared.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(compiled);
+    Ok(())
+}
+
+/// This node's IPv4 addresses (loopback excepted): traffic from them is the node's own.
+fn node_addresses() -> anyhow::Result<Vec<Ipv4Addr>> {
+    let mut addrs = Vec::new();
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills a list we free below; entries are read only while it lives.
+    unsafe {
+        if libc::getifaddrs(&mut list) != 0 {
+            return Err(std::io::Error::last_os_error()).context("listing the node's addresses");
+        }
+        let mut cursor = list;
+        while !cursor.is_null() {
+            let addr = (*cursor).ifa_addr;
+            if !addr.is_null() && (*addr).sa_family as i32 == libc::AF_INET {
+                let sin = &*(addr as *const libc::sockaddr_in);
+                let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                if !ip.is_loopback() {
+                    addrs.push(ip);
+                }
+            }
+            cursor = (*cursor).ifa_next;
+        }
+        libc::freeifaddrs(list);
     }
+    Ok(addrs)
 }
 
 fn print_services(pin_dir: &Path, maglev: bool) -> anyhow::Result<()> {

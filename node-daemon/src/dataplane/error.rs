@@ -79,6 +79,8 @@ pub enum DataPlaneError {
     MapsTaken(&'static str),
     #[error("reading the network namespace cookie (SO_NETNS_COOKIE, kernel >= 5.14)")]
     NetnsCookie(#[source] std::io::Error),
+    #[error("opening a second handle on map `{0}`")]
+    MapHandle(&'static str, #[source] std::io::Error),
     #[error("counting CPUs")]
     Cpus(#[source] std::io::Error),
 }

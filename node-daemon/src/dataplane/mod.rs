@@ -11,6 +11,7 @@ mod endpoints;
 mod error;
 mod fullness;
 mod pins;
+mod policy_maps;
 mod services;
 mod test_run;
 
@@ -37,6 +38,7 @@ pub use endpoints::{pinned_drop_counts, EndpointTraffic, Endpoints};
 pub use error::DataPlaneError;
 pub use fullness::{map_fullness, MapFullness};
 pub use pins::{PinLayout, MAP_LAYOUT_VERSION};
+pub use policy_maps::{pinned_policy_counters, FlowEvents, PolicyMaps, PolicyMapsSnapshot};
 pub use services::{
     proto_name, BackendEntry, Frontend, FrontendEntry, FrontendHeader, OldFrontend, ServiceMaps,
     ServiceMapsSnapshot, ServiceWrites,
@@ -369,6 +371,37 @@ impl DataPlane {
             take(names::BACKENDS)?,
             take(names::MAGLEV)?,
         )
+    }
+
+    /// Hands the policy maps to their one writer, the policy reconciler. It writes only the
+    /// policy revision slot of `SETTINGS`, through its own handle. A second call fails.
+    pub fn take_policy_maps(&mut self) -> Result<PolicyMaps, DataPlaneError> {
+        let settings = match self.ebpf.map(names::SETTINGS) {
+            Some(aya::maps::Map::Array(data)) => {
+                let fd = data
+                    .fd()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .map_err(|e| DataPlaneError::MapHandle(names::SETTINGS, e))?;
+                aya::maps::MapData::from_fd(fd).map_err(DataPlaneError::map(names::SETTINGS))?
+            }
+            _ => return Err(DataPlaneError::MissingMap(names::SETTINGS)),
+        };
+        let mut take = |name: &'static str| {
+            self.ebpf
+                .take_map(name)
+                .ok_or(DataPlaneError::MapsTaken(name))
+        };
+        PolicyMaps::from_maps(take(names::IPCACHE)?, take(names::POLICY)?, settings)
+    }
+
+    /// Hands the flow event ring buffer to its one reader. A second call fails.
+    pub fn take_flow_events(&mut self) -> Result<FlowEvents, DataPlaneError> {
+        let map = self
+            .ebpf
+            .take_map(names::FLOW_EVENTS)
+            .ok_or(DataPlaneError::MapsTaken(names::FLOW_EVENTS))?;
+        policy_maps::flow_events(map)
     }
 
     /// The local-endpoint maps (pod registrations and their traffic counters).
