@@ -20,6 +20,8 @@ pub enum LabError {
     NoMount(&'static str),
     #[error("too many {0} in one lab")]
     TooMany(&'static str),
+    #[error("pod address {0} is taken or outside the node's .2-.254")]
+    PodAddress(std::net::Ipv4Addr),
     #[error("skiff-probe not found at {0:?}: build it with `cargo build -p skiff-probe` (cargo xtask test does)")]
     ProbeMissing(Vec<PathBuf>),
 }

@@ -285,15 +285,20 @@ impl Lab {
     /// Adds a pod on `node`: its namespace, a veth pair, the next free address of the node's
     /// pod CIDR and its own cgroup under the lab's.
     pub fn add_pod(&mut self, node_id: NodeId, name: &str) -> Result<PodId> {
+        let host = self.nodes[node_id.0].next_pod_host;
+        self.add_pod_at(node_id, name, host)
+    }
+
+    /// Adds a pod at a chosen host number of the node's pod CIDR (tests with fixed addresses).
+    pub fn add_pod_at(&mut self, node_id: NodeId, name: &str, host: u8) -> Result<PodId> {
         let index = self.pods.len();
         let node = &mut self.nodes[node_id.0];
-        let host = node.next_pod_host;
-        if host == 255 {
-            return Err(LabError::TooMany("pods on one node"));
-        }
-        node.next_pod_host += 1;
         let octets = node.pod_cidr.octets();
         let ip = Ipv4Addr::new(octets[0], octets[1], octets[2], host);
+        if !(2..255).contains(&host) || self.pods.iter().any(|p| p.ip == ip) {
+            return Err(LabError::PodAddress(ip));
+        }
+        node.next_pod_host = node.next_pod_host.max(host + 1);
         let gateway = node.gateway.to_string();
         let node_ns = node.netns.name().to_string();
         let netns = Netns::create(&format!("{}-{}-{name}", self.id, node.name))?;

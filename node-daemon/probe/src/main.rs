@@ -78,6 +78,17 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         timeout_ms: u64,
     },
+    /// Try many targets at once, each a new TCP connection or UDP exchange, and print one
+    /// JSON object {"PROTO:HOST:PORT": true|false, ...}: reachability matrices in few
+    /// processes. Always exits 0 when it could run.
+    Reach {
+        /// Targets as tcp:HOST:PORT or udp:HOST:PORT.
+        #[arg(required = true)]
+        targets: Vec<String>,
+        /// Per-target deadline in milliseconds (UDP resends twice within it).
+        #[arg(long, default_value_t = 500)]
+        timeout_ms: u64,
+    },
     /// Keep one TCP connection or UDP socket open and make one exchange per line read from
     /// stdin, printing one JSON line per exchange: for tests that change the cluster between
     /// exchanges of the same flow.
@@ -153,6 +164,10 @@ fn main() -> ExitCode {
             Duration::from_millis(timeout_ms),
             unconnected,
         ),
+        Command::Reach {
+            targets,
+            timeout_ms,
+        } => reach(&targets, Duration::from_millis(timeout_ms)).map(|()| ExitCode::SUCCESS),
         Command::Load {
             target,
             proto,
@@ -337,6 +352,38 @@ fn report(
     );
     let _ = std::io::stdout().flush();
     result
+}
+
+fn reach(targets: &[String], timeout: Duration) -> anyhow::Result<()> {
+    let mut parsed = Vec::new();
+    for target in targets {
+        let (proto, addr) = match target.split_once(':') {
+            Some(("tcp", addr)) => (Proto::Tcp, addr),
+            Some(("udp", addr)) => (Proto::Udp, addr),
+            _ => bail!("{target:?}: expected tcp:HOST:PORT or udp:HOST:PORT"),
+        };
+        parsed.push((target.clone(), proto, resolve(addr)?));
+    }
+    let workers: Vec<_> = parsed
+        .into_iter()
+        .map(|(target, proto, addr)| {
+            thread::spawn(move || {
+                let ok = match proto {
+                    Proto::Tcp => connect_tcp(&addr.to_string(), timeout).is_ok(),
+                    Proto::Udp => (0..3).any(|_| {
+                        connect_udp(&addr.to_string(), timeout / 3, 1, 16, false).is_ok()
+                    }),
+                };
+                (target, ok)
+            })
+        })
+        .collect();
+    let results: std::collections::BTreeMap<String, bool> = workers
+        .into_iter()
+        .map(|w| w.join().expect("reach worker"))
+        .collect();
+    println!("{}", serde_json::to_string(&results)?);
+    Ok(())
 }
 
 #[derive(Serialize)]

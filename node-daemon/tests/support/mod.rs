@@ -16,6 +16,7 @@ use serde_json::Value;
 use skiff_lab::{ExternalId, Lab, NodeId, PodId};
 use skiff_node::{
     dataplane::{AttachMode, DataPlane, LoadOptions},
+    policy::{cluster_from_manifest, compile, PolicyReconciler},
     service_lb::{
         desired::{Endpoint, Service},
         health::HealthChecks,
@@ -29,30 +30,54 @@ pub struct Cluster {
     pub pods: BTreeMap<String, PodId>,
     pub planes: Vec<DataPlane>,
     pub reconcilers: Vec<ServiceReconciler>,
+    pub policies: Vec<PolicyReconciler>,
     pub health: Vec<HealthChecks>,
 }
 
 impl Cluster {
     /// `layout[i]` lists the pods of node `n{i+1}`.
     pub fn new(layout: &[&[&str]]) -> Cluster {
+        let layout: Vec<Vec<(&str, Option<u8>)>> = layout
+            .iter()
+            .map(|pods| pods.iter().map(|p| (*p, None)).collect())
+            .collect();
+        Self::build(&layout)
+    }
+
+    /// Like `new`, with each pod at a chosen host number of its node's pod CIDR.
+    pub fn with_addresses(layout: &[&[(&str, u8)]]) -> Cluster {
+        let layout: Vec<Vec<(&str, Option<u8>)>> = layout
+            .iter()
+            .map(|pods| pods.iter().map(|(p, h)| (*p, Some(*h))).collect())
+            .collect();
+        Self::build(&layout)
+    }
+
+    fn build(layout: &[Vec<(&str, Option<u8>)>]) -> Cluster {
         let mut lab = Lab::new().expect("lab");
         let mut nodes = Vec::new();
         let mut pods = BTreeMap::new();
-        for (i, pod_names) in layout.iter().enumerate() {
+        for (i, node_pods) in layout.iter().enumerate() {
             let node = lab.add_node(&format!("n{}", i + 1)).expect("node");
             nodes.push(node);
-            for name in *pod_names {
-                pods.insert(name.to_string(), lab.add_pod(node, name).expect("pod"));
+            for (name, host) in node_pods {
+                let pod = match host {
+                    Some(host) => lab.add_pod_at(node, name, *host),
+                    None => lab.add_pod(node, name),
+                };
+                pods.insert(name.to_string(), pod.expect("pod"));
             }
         }
         lab.route_pod_cidrs().expect("routes");
         let mut planes = Vec::new();
         let mut reconcilers = Vec::new();
+        let mut policies = Vec::new();
         let mut health = Vec::new();
         for &node in &nodes {
-            let (plane, reconciler) = Self::start_node(&lab, &pods, node);
+            let (plane, reconciler, policy) = Self::start_node(&lab, &pods, node);
             planes.push(plane);
             reconcilers.push(reconciler);
+            policies.push(policy);
             health.push(HealthChecks::new());
         }
         Cluster {
@@ -61,6 +86,7 @@ impl Cluster {
             pods,
             planes,
             reconcilers,
+            policies,
             health,
         }
     }
@@ -71,13 +97,15 @@ impl Cluster {
         lab: &Lab,
         pods: &BTreeMap<String, PodId>,
         node: NodeId,
-    ) -> (DataPlane, ServiceReconciler) {
+    ) -> (DataPlane, ServiceReconciler, PolicyReconciler) {
         let n = lab.node(node);
         let mut options = LoadOptions::unpinned(AttachMode::detect());
         options.pin_dir = Some(pin_dir(lab, node));
         let mut plane = DataPlane::load_with(&options).expect("load data plane");
         let reconciler =
             ServiceReconciler::new(plane.take_service_maps().unwrap()).expect("reconciler");
+        let policy =
+            PolicyReconciler::new(plane.take_policy_maps().unwrap()).expect("policy reconciler");
         for pod in pods.values().filter(|p| lab.pod(**p).node == node) {
             let pod = lab.pod(*pod);
             plane
@@ -97,7 +125,31 @@ impl Cluster {
             .run(|| plane.mark_host_netns())
             .expect("mark the node's namespace");
         plane.attach_cgroup(&n.cgroup).expect("attach socket hooks");
-        (plane, reconciler)
+        (plane, reconciler, policy)
+    }
+
+    /// Compiles a manifest of Namespaces, Pods and NetworkPolicies and writes each node's
+    /// share, as the node daemon does with its `--cluster` file.
+    pub fn apply_policy(&mut self, manifest: &str) {
+        let state = cluster_from_manifest(manifest).expect("cluster manifest");
+        for (i, &node) in self.nodes.iter().enumerate() {
+            let compiled = compile(&state, &[self.lab.node(node).address]);
+            let local = self
+                .pods
+                .values()
+                .filter(|p| self.lab.pod(**p).node == node)
+                .filter_map(|p| {
+                    let ip = self.lab.pod(*p).ip;
+                    compiled
+                        .pods
+                        .contains_key(&ip)
+                        .then(|| compiled.address_identity(ip).identity)
+                })
+                .collect();
+            self.policies[i]
+                .reconcile(&compiled, &local)
+                .expect("policy reconcile");
+        }
     }
 
     pub fn pod(&self, name: &str) -> PodId {
