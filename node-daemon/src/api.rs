@@ -35,7 +35,9 @@ pub struct Status {
     /// `fnv1a64:<hex>` of the cluster state file content last applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_applied: Option<String>,
-    /// Why the last cluster state file was rejected (the applied state stays).
+    /// The content last rejected, and why (the applied state stays).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_rejected: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_error: Option<String>,
 }

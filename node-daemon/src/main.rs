@@ -221,10 +221,12 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             match outcome {
                 Ok(()) => {
                     status.cluster_applied = Some(skiff_node::api::digest(&text));
+                    status.cluster_rejected = None;
                     status.cluster_error = None;
                 }
                 Err(e) => {
                     tracing::error!(file = %file.path.display(), "cluster state rejected, kernel state unchanged: {e:#}");
+                    status.cluster_rejected = Some(skiff_node::api::digest(&text));
                     status.cluster_error = Some(format!("{e:#}"));
                 }
             }

@@ -82,23 +82,12 @@ pub fn parse_manifests(text: &str) -> Result<Vec<Object>, ManifestError> {
     Ok(objects)
 }
 
+/// serde_yaml's messages already start with the field path (`spec.ingress[0]: ...`).
 fn typed<T: DeserializeOwned>(doc: &str, first_line: usize, document: usize) -> Result<T, ManifestError> {
-    serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(doc)).map_err(|e| {
-        let line = e
-            .inner()
-            .location()
-            .map_or(first_line, |l| first_line + l.line() - 1);
-        let path = e.path().to_string();
-        let message = strip_location(&e.inner().to_string());
-        ManifestError {
-            document,
-            line,
-            message: if path == "." {
-                message
-            } else {
-                format!("{path}: {message}")
-            },
-        }
+    serde_yaml::from_str(doc).map_err(|e| ManifestError {
+        document,
+        line: e.location().map_or(first_line, |l| first_line + l.line() - 1),
+        message: strip_location(&e.to_string()),
     })
 }
 
