@@ -128,11 +128,11 @@ pub struct Judgement {
     pub peer: AddressIdentity,
 }
 
-/// Where a rule's peers are: every address, pods of identities, or ipBlock addresses.
+/// Where a rule's peers are: every address, pods of an identity, or an ipBlock (by index).
 enum PeerTarget {
     Any,
     Identity(u32),
-    Cidr(u32),
+    Block(usize),
 }
 
 /// A compiled port spec: every protocol and port, every port of one protocol, or a range.
@@ -348,20 +348,19 @@ pub fn compile(state: &ClusterState, host_addrs: &[Ipv4Addr]) -> Compiled {
                         rule,
                     },
                 );
-                let targets = peer_targets(
-                    state,
-                    &out,
-                    &name.namespace,
-                    peers,
-                    &block_index,
-                    &block_cidr_ids,
-                );
+                let targets = peer_targets(state, &out, &name.namespace, peers, &block_index);
                 for subject in &subjects {
                     for target in &targets {
-                        let port_targets =
-                            port_targets(state, &out, ports, direction, *subject, target);
-                        for port in port_targets {
-                            add_allow(&mut out.entries, *subject, direction, target, port, rule);
+                        for (peer, port) in
+                            rule_keys(state, &out, &blocks, ports, direction, *subject, target)
+                        {
+                            let peers: Vec<u32> = match peer {
+                                KeyPeer::Id(id) => vec![id],
+                                KeyPeer::Block(i) => block_cidr_ids[i].iter().copied().collect(),
+                            };
+                            for peer in peers {
+                                add_allow(&mut out.entries, *subject, direction, peer, port, rule);
+                            }
                         }
                     }
                 }
@@ -396,16 +395,15 @@ fn peer_targets(
     policy_namespace: &str,
     peers: &[NetworkPolicyPeer],
     block_index: &BTreeMap<String, usize>,
-    block_cidr_ids: &[BTreeSet<u32>],
 ) -> Vec<PeerTarget> {
     if peers.is_empty() {
         return vec![PeerTarget::Any];
     }
     let mut identities = BTreeSet::new();
-    let mut cidrs = BTreeSet::new();
+    let mut blocks = BTreeSet::new();
     for peer in peers {
         if let Some(block) = &peer.ip_block {
-            cidrs.extend(block_cidr_ids[block_index[&block_name(block)]].iter().copied());
+            blocks.insert(block_index[&block_name(block)]);
             continue;
         }
         for (id, info) in &out.identities {
@@ -428,66 +426,99 @@ fn peer_targets(
     identities
         .into_iter()
         .map(PeerTarget::Identity)
-        .chain(cidrs.into_iter().map(PeerTarget::Cidr))
+        .chain(blocks.into_iter().map(PeerTarget::Block))
         .collect()
 }
 
-/// Resolves a rule's ports for one subject and peer. Named ports resolve against the
-/// destination's pods: the subject's own for ingress, the peer identity's for egress (every
-/// pod's for egress to ipBlocks or to any peer).
-fn port_targets(
+/// The peer field of entries: an identity (or `ANY`), or every CIDR identity of an ipBlock.
+#[derive(Clone, Copy)]
+enum KeyPeer {
+    Id(u32),
+    Block(usize),
+}
+
+/// A rule's (peer, port) pairs for one subject and peer target. Named ports resolve against
+/// the destination pods: the subject's own for ingress; for egress the peer identity's, and
+/// for egress to any peer or to an ipBlock, each pod identity's (those with a pod in the
+/// block), since a name only means something on a pod.
+fn rule_keys(
     state: &ClusterState,
     out: &Compiled,
+    blocks: &[&IpBlock],
     ports: &[NetworkPolicyPort],
     direction: u8,
     subject: u32,
-    peer: &PeerTarget,
-) -> Vec<PortTarget> {
+    target: &PeerTarget,
+) -> Vec<(KeyPeer, PortTarget)> {
+    let peer = match target {
+        PeerTarget::Any => KeyPeer::Id(identity::ANY),
+        PeerTarget::Identity(id) => KeyPeer::Id(*id),
+        PeerTarget::Block(i) => KeyPeer::Block(*i),
+    };
     if ports.is_empty() {
-        return vec![PortTarget::All];
+        return vec![(peer, PortTarget::All)];
     }
-    let mut targets = Vec::new();
+    let resolve = |identity: u32, name: &str, protocol| -> Vec<u16> {
+        let numbers: BTreeSet<u16> = out.identities[&identity]
+            .pods
+            .iter()
+            .filter_map(|pod| {
+                state.pods[pod]
+                    .named_ports
+                    .get(&(name.to_string(), protocol))
+                    .copied()
+            })
+            .collect();
+        numbers.into_iter().collect()
+    };
+    let mut keys = Vec::new();
     for port in ports {
         let proto = port.protocol().number();
         match &port.port {
-            None => targets.push(PortTarget::Protocol(proto)),
-            Some(PortRef::Number(n)) => {
-                targets.push(PortTarget::Range(proto, *n, port.end_port.unwrap_or(*n)))
-            }
+            None => keys.push((peer, PortTarget::Protocol(proto))),
+            Some(PortRef::Number(n)) => keys.push((
+                peer,
+                PortTarget::Range(proto, *n, port.end_port.unwrap_or(*n)),
+            )),
             Some(PortRef::Name(name)) => {
-                let destination_pods: Vec<&PodName> = match (direction, peer) {
-                    (POLICY_INGRESS, _) => out.identities[&subject].pods.iter().collect(),
-                    (_, PeerTarget::Identity(id)) => out.identities[id].pods.iter().collect(),
-                    _ => state.pods.keys().collect(),
+                let destinations: Vec<(KeyPeer, u32)> = match (direction, target) {
+                    (POLICY_INGRESS, _) => vec![(peer, subject)],
+                    (_, PeerTarget::Identity(id)) => vec![(peer, *id)],
+                    (_, PeerTarget::Any) => out
+                        .identities
+                        .keys()
+                        .map(|id| (KeyPeer::Id(*id), *id))
+                        .collect(),
+                    (_, PeerTarget::Block(i)) => out
+                        .identities
+                        .iter()
+                        .filter(|(_, info)| {
+                            info.pods
+                                .iter()
+                                .any(|pod| blocks[*i].contains(state.pods[pod].ip))
+                        })
+                        .map(|(id, _)| (KeyPeer::Id(*id), *id))
+                        .collect(),
                 };
-                let numbers: BTreeSet<u16> = destination_pods
-                    .into_iter()
-                    .filter_map(|pod| {
-                        state.pods[pod]
-                            .named_ports
-                            .get(&(name.clone(), port.protocol()))
-                            .copied()
-                    })
-                    .collect();
-                targets.extend(numbers.into_iter().map(|n| PortTarget::Range(proto, n, n)));
+                for (peer, destination) in destinations {
+                    for n in resolve(destination, name, port.protocol()) {
+                        keys.push((peer, PortTarget::Range(proto, n, n)));
+                    }
+                }
             }
         }
     }
-    targets
+    keys
 }
 
 fn add_allow(
     entries: &mut BTreeMap<PolicyPrefix, PolicyEntry>,
     subject: u32,
     direction: u8,
-    peer: &PeerTarget,
+    peer: u32,
     port: PortTarget,
     rule: RuleRef,
 ) {
-    let peer = match peer {
-        PeerTarget::Any => identity::ANY,
-        PeerTarget::Identity(id) | PeerTarget::Cidr(id) => *id,
-    };
     let base = PolicyKey {
         subject,
         direction,

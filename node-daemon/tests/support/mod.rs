@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the support code
 
+pub mod netpol_reference;
+
 use std::{
     collections::BTreeMap,
     io::{BufRead as _, BufReader, Write as _},
