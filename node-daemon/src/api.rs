@@ -71,7 +71,11 @@ fn handle(mut stream: TcpStream, state: &ApiState) {
     };
     let result = match request.path.as_str() {
         "/metrics" => {
-            let compiled = state.compiled.read().unwrap_or_else(|e| e.into_inner()).clone();
+            let compiled = state
+                .compiled
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
             match crate::metrics::render(&state.pin_dir, &compiled) {
                 Ok(body) => answer(&mut stream, "200 OK", "text/plain; version=0.0.4", &body),
                 Err(e) => error(&mut stream, "500 Internal Server Error", &format!("{e}")),
@@ -80,7 +84,11 @@ fn handle(mut stream: TcpStream, state: &ApiState) {
         "/flows" => flows(&mut stream, &request, state),
         "/explain" => explain_answer(&mut stream, &request, state),
         "/status" => {
-            let status = state.status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let status = state
+                .status
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
             json(&mut stream, &status)
         }
         other => error(
@@ -116,7 +124,10 @@ fn flows(stream: &mut TcpStream, request: &Request, state: &ApiState) -> std::io
     let verdict = q.get("verdict").cloned();
     if let Some(v) = &verdict {
         if v != "allowed" && v != "denied" {
-            return bad_request(stream, format!("verdict: {v:?}: expected allowed or denied"));
+            return bad_request(
+                stream,
+                format!("verdict: {v:?}: expected allowed or denied"),
+            );
         }
     }
     let last = match q.get("last").map(|n| n.parse::<usize>()) {
@@ -135,14 +146,22 @@ fn flows(stream: &mut TcpStream, request: &Request, state: &ApiState) -> std::io
     let (history, live) = state.flows.subscribe(filter, last, follow);
     start_stream(stream, "application/x-ndjson")?;
     for flow in history {
-        writeln!(stream, "{}", serde_json::to_string(&flow).unwrap_or_default())?;
+        writeln!(
+            stream,
+            "{}",
+            serde_json::to_string(&flow).unwrap_or_default()
+        )?;
     }
     stream.flush()?;
     let Some(live) = live else { return Ok(()) };
     loop {
         match live.recv_timeout(Duration::from_secs(5)) {
             Ok(flow) => {
-                writeln!(stream, "{}", serde_json::to_string(&flow).unwrap_or_default())?;
+                writeln!(
+                    stream,
+                    "{}",
+                    serde_json::to_string(&flow).unwrap_or_default()
+                )?;
                 stream.flush()?;
             }
             // An empty line now and then finds out whether the client is still there.
@@ -188,7 +207,11 @@ fn explain_answer(
         Ok(p) => p,
         Err(e) => return bad_request(stream, e),
     };
-    let compiled = state.compiled.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let compiled = state
+        .compiled
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     match explain(&compiled, &from, &to, port, proto) {
         Ok(explanation) => json(stream, &explanation),
         Err(e) => error(stream, "404 Not Found", &e.to_string()),

@@ -1,7 +1,6 @@
 //! `skiff-node`: the per-node daemon binary.
 
 use std::{
-    collections::BTreeSet,
     net::Ipv4Addr,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, RwLock},
@@ -236,8 +235,12 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         apply_cluster(file);
     }
     let flows = Arc::new(FlowHub::default());
-    spawn_reader(dataplane.take_flow_events()?, compiled.clone(), flows.clone())
-        .context("starting the flow reader")?;
+    spawn_reader(
+        dataplane.take_flow_events()?,
+        compiled.clone(),
+        flows.clone(),
+    )
+    .context("starting the flow reader")?;
 
     let mut local_pods = Vec::new();
     for spec in &args.pods {
@@ -386,13 +389,8 @@ fn apply_cluster(
 ) -> anyhow::Result<()> {
     let state = cluster_from_manifest(text)?;
     let started = std::time::Instant::now();
-    let compiled = compile(&state, &node_addresses()?);
-    let local: BTreeSet<u32> = local_ips
-        .iter()
-        .filter(|ip| compiled.pods.contains_key(ip))
-        .map(|ip| compiled.address_identity(*ip).identity)
-        .collect();
-    let stats = policy.reconcile(&compiled, &local)?;
+    let compiled = compile(&state, &node_addresses()?, local_ips);
+    let stats = policy.reconcile(&compiled)?;
     tracing::info!(
         policies = state.policies.len(),
         pods = state.pods.len(),

@@ -48,7 +48,10 @@ pub fn render(pin_dir: &Path, compiled: &Compiled) -> Result<String, DataPlaneEr
         let (policy, rule) = match compiled.rules.get(&packed) {
             Some(info) => {
                 let rule = if info.rule.index == skiff_common::RuleRef::SELECTION {
-                    format!("{}:selection", crate::policy::compile::direction_name(info.rule.direction))
+                    format!(
+                        "{}:selection",
+                        crate::policy::compile::direction_name(info.rule.direction)
+                    )
                 } else {
                     format!(
                         "{}[{}]",

@@ -165,7 +165,9 @@ fn probe_all(c: &Cluster, via: Via) -> BTreeMap<(String, String, u16, String), b
                 let pod: PodId = c.pod(&lab_name(from));
                 s.spawn(move || {
                     let mut command = probe();
-                    command.args(["reach", "--timeout-ms", "600"]).args(&targets);
+                    command
+                        .args(["reach", "--timeout-ms", "600"])
+                        .args(&targets);
                     let output = c.lab.run_in_pod(pod, command).expect("run reach");
                     (from.clone(), names, output)
                 })
@@ -228,7 +230,10 @@ fn kubernetes_netpol_truth_tables() {
     let mut services = Vec::new();
     for (pod, _, _) in &pods {
         let name = lab_name(pod);
-        c.serve(&name, &["--tcp", "80", "--tcp", "81", "--udp", "80", "--udp", "81"]);
+        c.serve(
+            &name,
+            &["--tcp", "80", "--tcp", "81", "--udp", "80", "--udp", "81"],
+        );
         let o = c.pod_ip(&name).octets();
         let ports: Vec<_> = PORTS
             .iter()
@@ -254,17 +259,25 @@ fn kubernetes_netpol_truth_tables() {
     let mut probes = 0;
     for file in &files {
         let text = std::fs::read_to_string(file).unwrap();
-        let case: Case = serde_yaml::from_str(&text)
-            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let case: Case =
+            serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         let mut namespace_labels: BTreeMap<String, Labels> = NAMESPACES
             .iter()
-            .map(|ns| (ns.to_string(), Labels::from([("ns".into(), ns.to_string())])))
+            .map(|ns| {
+                (
+                    ns.to_string(),
+                    Labels::from([("ns".into(), ns.to_string())]),
+                )
+            })
             .collect();
         let mut pod_labels: BTreeMap<String, Labels> = pods
             .iter()
             .map(|(pod, _, _)| {
                 let name = pod.split_once('/').unwrap().1;
-                (pod.clone(), Labels::from([("pod".into(), name.to_string())]))
+                (
+                    pod.clone(),
+                    Labels::from([("pod".into(), name.to_string())]),
+                )
             })
             .collect();
         for (i, step) in case.steps.iter().enumerate() {

@@ -71,7 +71,10 @@ impl Setup {
             if applied || rejected {
                 return status;
             }
-            assert!(Instant::now() < deadline, "cluster file not picked up: {status}");
+            assert!(
+                Instant::now() < deadline,
+                "cluster file not picked up: {status}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -133,7 +136,12 @@ fn start() -> Setup {
     let names = ["x-a", "x-b", "y-c"];
     let pods = names.map(|n| (lab.add_pod(node, n).expect("pod"), n));
     for (pod, name) in pods {
-        support::serve(&mut lab, pod, name, &["--tcp", "80", "--tcp", "81", "--udp", "80"]);
+        support::serve(
+            &mut lab,
+            pod,
+            name,
+            &["--tcp", "80", "--tcp", "81", "--udp", "80"],
+        );
     }
     let cluster_file = std::env::temp_dir().join(format!("{}-cluster.yaml", lab.id()));
     let setup = Setup {
@@ -268,7 +276,17 @@ fn explain_matches_real_traffic_and_observe_names_the_policy() {
     // Follow: a new denied flow shows up live.
     let mut command = Command::new(skiff_binary());
     command
-        .args(["--node", API, "observe", "-f", "--json", "--last", "0", "--verdict", "denied"])
+        .args([
+            "--node",
+            API,
+            "observe",
+            "-f",
+            "--json",
+            "--last",
+            "0",
+            "--verdict",
+            "denied",
+        ])
         .stdout(Stdio::piped());
     let mut s = s;
     let child = s.lab.spawn_on_node(s.node, command).unwrap();
@@ -291,7 +309,11 @@ fn explain_matches_real_traffic_and_observe_names_the_policy() {
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("no {needle} in\n{metrics}"))
     };
-    assert!(counter("skiff_policy_verdicts_total{policy=\"x/web\",rule=\"ingress[0]\",verdict=\"allowed\"}") >= 1);
+    assert!(
+        counter(
+            "skiff_policy_verdicts_total{policy=\"x/web\",rule=\"ingress[0]\",verdict=\"allowed\"}"
+        ) >= 1
+    );
     assert!(counter("skiff_policy_verdicts_total{policy=\"x/web\",rule=\"ingress:selection\",verdict=\"denied\"}") >= 3);
     assert!(counter("skiff_drops_total{reason=\"policy_denied_ingress\"}") >= 3);
 }
@@ -320,7 +342,11 @@ fn policy_changes_reach_established_flows_and_bad_input_changes_nothing() {
     let status = s.write_cluster(&s.manifest(&by_namespace));
     assert!(status["cluster_error"].is_null(), "{status}");
     for _ in 0..3 {
-        assert_eq!(session.exchange()["ok"], true, "an allowed flow was disturbed");
+        assert_eq!(
+            session.exchange()["ok"],
+            true,
+            "an allowed flow was disturbed"
+        );
     }
 
     // A manifest with a typo is rejected, naming the field; the applied policy stays.
@@ -330,7 +356,10 @@ fn policy_changes_reach_established_flows_and_bad_input_changes_nothing() {
     assert!(error.contains("unknown field `podselector`"), "{error}");
     assert!(error.contains("document 6"), "{error}");
     assert_eq!(session.exchange()["ok"], true);
-    assert!(!s.reaches("y-c", "x-b", 80, "tcp"), "the applied policy must stay");
+    assert!(
+        !s.reaches("y-c", "x-b", 80, "tcp"),
+        "the applied policy must stay"
+    );
 
     // Now denied: the established connection stops at its next packet.
     let deny_all = "\

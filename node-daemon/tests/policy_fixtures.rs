@@ -73,6 +73,9 @@ fn syn(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
     Ipv4Packet::tcp_syn(src, sport, dst, dport).build()
 }
 
+/// Name, program, packet, expected verdict, expected drop reason.
+type Row = (&'static str, TcProgram, Vec<u8>, i32, Option<DropReason>);
+
 #[test]
 fn odd_packets_never_slip_past_a_deny() {
     if !skiff_lab::privileged() {
@@ -81,33 +84,134 @@ fn odd_packets_never_slip_past_a_deny() {
     use TcProgram::{FromPod, ToPod};
     let mut plane = DataPlane::load(AttachMode::detect()).expect("load data plane");
     let mut policy = PolicyReconciler::new(plane.take_policy_maps().unwrap()).unwrap();
-    let compiled = compile(&cluster_from_manifest(MANIFEST).unwrap(), &[]);
-    let subject = compiled.address_identity(POD).identity;
-    policy.reconcile(&compiled, &[subject].into()).unwrap();
+    let compiled = compile(&cluster_from_manifest(MANIFEST).unwrap(), &[], &[POD]);
+    policy.reconcile(&compiled).unwrap();
     plane.endpoints().unwrap().upsert(LOOPBACK, POD).unwrap();
 
     let mut truncated_tcp = syn(STRANGER, 40000, POD, 80);
     truncated_tcp.truncate(ETH_HDR_LEN + 20 + 2);
     let mut bad_ihl = syn(FRIEND, 40001, POD, 80);
     bad_ihl[ETH_HDR_LEN] = 0x44;
-    let rows: Vec<(&str, TcProgram, Vec<u8>, i32, Option<DropReason>)> = vec![
-        ("allowed: friend, tcp/80", ToPod, syn(FRIEND, 40002, POD, 80), TC_ACT_OK, None),
-        ("reply to the friend passes egress", FromPod, Ipv4Packet::tcp_syn(POD, 80, FRIEND, 40002).build(), TC_ACT_OK, None),
-        ("friend on another port", ToPod, syn(FRIEND, 40003, POD, 81), TC_ACT_SHOT, Some(DropReason::PolicyDeniedIngress)),
-        ("friend over udp/80", ToPod, Ipv4Packet::udp(FRIEND, 40004, POD, 80).build(), TC_ACT_SHOT, Some(DropReason::PolicyDeniedIngress)),
-        ("stranger, tcp/80", ToPod, syn(STRANGER, 40005, POD, 80), TC_ACT_SHOT, Some(DropReason::PolicyDeniedIngress)),
-        ("stranger's reply-shaped packet with no flow", FromPod, syn(POD, 80, STRANGER, 40006), TC_ACT_SHOT, Some(DropReason::PolicyDeniedEgress)),
-        ("first fragment from the friend: ports not trusted", ToPod, with_fragment(syn(FRIEND, 40007, POD, 80), true, 0), TC_ACT_SHOT, Some(DropReason::PolicyDeniedIngress)),
-        ("later fragment from the friend", ToPod, with_fragment(syn(FRIEND, 40008, POD, 80), false, 64), TC_ACT_SHOT, Some(DropReason::PolicyDeniedIngress)),
-        ("later fragment from a stranger", ToPod, with_fragment(syn(STRANGER, 40009, POD, 80), true, 8), TC_ACT_SHOT, Some(DropReason::PolicyDeniedIngress)),
-        ("icmp from the friend (no port)", ToPod, with_protocol(Ipv4Packet::udp(FRIEND, 8, POD, 0).build(), 1), TC_ACT_SHOT, Some(DropReason::PolicyDeniedIngress)),
-        ("unknown protocol 99 from a stranger", ToPod, with_protocol(Ipv4Packet::udp(STRANGER, 1, POD, 2).build(), 99), TC_ACT_SHOT, Some(DropReason::PolicyDeniedIngress)),
-        ("tcp header cut off", ToPod, truncated_tcp, TC_ACT_SHOT, Some(DropReason::MalformedPacket)),
-        ("ihl below five words", ToPod, bad_ihl, TC_ACT_SHOT, Some(DropReason::MalformedPacket)),
-        ("egress to anyone", FromPod, syn(POD, 40010, FRIEND, 80), TC_ACT_SHOT, Some(DropReason::PolicyDeniedEgress)),
-        ("egress fragment", FromPod, with_fragment(Ipv4Packet::udp(POD, 40011, FRIEND, 53).build(), false, 100), TC_ACT_SHOT, Some(DropReason::PolicyDeniedEgress)),
-        ("spoofed source is refused before policy", FromPod, syn(STRANGER, 40012, FRIEND, 80), TC_ACT_SHOT, Some(DropReason::SpoofedSource)),
-        ("arp still passes", ToPod, arp_request(FRIEND, POD), TC_ACT_OK, None),
+    let rows: Vec<Row> = vec![
+        (
+            "allowed: friend, tcp/80",
+            ToPod,
+            syn(FRIEND, 40002, POD, 80),
+            TC_ACT_OK,
+            None,
+        ),
+        (
+            "reply to the friend passes egress",
+            FromPod,
+            Ipv4Packet::tcp_syn(POD, 80, FRIEND, 40002).build(),
+            TC_ACT_OK,
+            None,
+        ),
+        (
+            "friend on another port",
+            ToPod,
+            syn(FRIEND, 40003, POD, 81),
+            TC_ACT_SHOT,
+            Some(DropReason::PolicyDeniedIngress),
+        ),
+        (
+            "friend over udp/80",
+            ToPod,
+            Ipv4Packet::udp(FRIEND, 40004, POD, 80).build(),
+            TC_ACT_SHOT,
+            Some(DropReason::PolicyDeniedIngress),
+        ),
+        (
+            "stranger, tcp/80",
+            ToPod,
+            syn(STRANGER, 40005, POD, 80),
+            TC_ACT_SHOT,
+            Some(DropReason::PolicyDeniedIngress),
+        ),
+        (
+            "stranger's reply-shaped packet with no flow",
+            FromPod,
+            syn(POD, 80, STRANGER, 40006),
+            TC_ACT_SHOT,
+            Some(DropReason::PolicyDeniedEgress),
+        ),
+        (
+            "first fragment from the friend: ports not trusted",
+            ToPod,
+            with_fragment(syn(FRIEND, 40007, POD, 80), true, 0),
+            TC_ACT_SHOT,
+            Some(DropReason::PolicyDeniedIngress),
+        ),
+        (
+            "later fragment from the friend",
+            ToPod,
+            with_fragment(syn(FRIEND, 40008, POD, 80), false, 64),
+            TC_ACT_SHOT,
+            Some(DropReason::PolicyDeniedIngress),
+        ),
+        (
+            "later fragment from a stranger",
+            ToPod,
+            with_fragment(syn(STRANGER, 40009, POD, 80), true, 8),
+            TC_ACT_SHOT,
+            Some(DropReason::PolicyDeniedIngress),
+        ),
+        (
+            "icmp from the friend (no port)",
+            ToPod,
+            with_protocol(Ipv4Packet::udp(FRIEND, 8, POD, 0).build(), 1),
+            TC_ACT_SHOT,
+            Some(DropReason::PolicyDeniedIngress),
+        ),
+        (
+            "unknown protocol 99 from a stranger",
+            ToPod,
+            with_protocol(Ipv4Packet::udp(STRANGER, 1, POD, 2).build(), 99),
+            TC_ACT_SHOT,
+            Some(DropReason::PolicyDeniedIngress),
+        ),
+        (
+            "tcp header cut off",
+            ToPod,
+            truncated_tcp,
+            TC_ACT_SHOT,
+            Some(DropReason::MalformedPacket),
+        ),
+        (
+            "ihl below five words",
+            ToPod,
+            bad_ihl,
+            TC_ACT_SHOT,
+            Some(DropReason::MalformedPacket),
+        ),
+        (
+            "egress to anyone",
+            FromPod,
+            syn(POD, 40010, FRIEND, 80),
+            TC_ACT_SHOT,
+            Some(DropReason::PolicyDeniedEgress),
+        ),
+        (
+            "egress fragment",
+            FromPod,
+            with_fragment(Ipv4Packet::udp(POD, 40011, FRIEND, 53).build(), false, 100),
+            TC_ACT_SHOT,
+            Some(DropReason::PolicyDeniedEgress),
+        ),
+        (
+            "spoofed source is refused before policy",
+            FromPod,
+            syn(STRANGER, 40012, FRIEND, 80),
+            TC_ACT_SHOT,
+            Some(DropReason::SpoofedSource),
+        ),
+        (
+            "arp still passes",
+            ToPod,
+            arp_request(FRIEND, POD),
+            TC_ACT_OK,
+            None,
+        ),
     ];
     let mut failures = Vec::new();
     for (name, program, packet, verdict, drop) in rows {

@@ -11,9 +11,9 @@ mod support;
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use skiff_api::{
-    Cidr, IpBlock, LabelSelector, NetworkPolicy, NetworkPolicyEgressRule,
-    NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
-    ObjectMeta, PolicyType, PortRef, Protocol, Requirement, SelectorOperator,
+    Cidr, IpBlock, LabelSelector, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule,
+    NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec, ObjectMeta, PolicyType, PortRef,
+    Protocol, Requirement, SelectorOperator,
 };
 use skiff_common::{POLICY_EGRESS, POLICY_INGRESS};
 use skiff_lab::packet::Ipv4Packet;
@@ -55,7 +55,10 @@ impl Rng {
 }
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn random_selector(rng: &mut Rng) -> LabelSelector {
@@ -335,11 +338,14 @@ fn kernel_verdicts_equal_the_specification() {
     let (mut probes, mut denied) = (0, 0);
     for case in 0..cases {
         let cluster = random_cluster(&mut rng);
-        let compiled = compile(&cluster_state(&cluster), &[]);
         let subject = &cluster.pods[rng.below(cluster.pods.len())];
-        let local = [compiled.address_identity(subject.ip).identity].into();
-        reconciler.reconcile(&compiled, &local).expect("reconcile");
-        plane.endpoints().unwrap().upsert(LOOPBACK, subject.ip).unwrap();
+        let compiled = compile(&cluster_state(&cluster), &[], &[subject.ip]);
+        reconciler.reconcile(&compiled).expect("reconcile");
+        plane
+            .endpoints()
+            .unwrap()
+            .upsert(LOOPBACK, subject.ip)
+            .unwrap();
         for _ in 0..24 {
             let peer = if rng.chance(75) {
                 cluster.pods[rng.below(cluster.pods.len())].ip
@@ -372,10 +378,17 @@ fn kernel_verdicts_equal_the_specification() {
                 .test_run(program, &packet, LOOPBACK, 1)
                 .expect("test run")
                 .verdict;
-            assert!(verdict == TC_ACT_OK || verdict == TC_ACT_SHOT, "verdict {verdict}");
+            assert!(
+                verdict == TC_ACT_OK || verdict == TC_ACT_SHOT,
+                "verdict {verdict}"
+            );
             let kernel = verdict == TC_ACT_OK;
             let spec = cluster.allows(subject.ip, peer, ingress, proto, port);
-            let direction = if ingress { POLICY_INGRESS } else { POLICY_EGRESS };
+            let direction = if ingress {
+                POLICY_INGRESS
+            } else {
+                POLICY_EGRESS
+            };
             let twin = compiled
                 .judge(subject.ip, peer, direction, proto.number(), port)
                 .allowed;
@@ -389,12 +402,18 @@ fn kernel_verdicts_equal_the_specification() {
                 subject.labels,
                 serde_json::to_string_pretty(&cluster.policies).unwrap(),
             );
-            assert_eq!(kernel, spec, "kernel disagrees with the specification: {what}");
+            assert_eq!(
+                kernel, spec,
+                "kernel disagrees with the specification: {what}"
+            );
             assert_eq!(twin, kernel, "explain disagrees with the kernel: {what}");
             probes += 1;
             denied += !kernel as usize;
         }
     }
     eprintln!("{cases} random clusters, {probes} probes, {denied} denied: all equal");
-    assert!(denied > probes / 10 && denied < probes * 9 / 10, "a useless mix: {denied}/{probes}");
+    assert!(
+        denied > probes / 10 && denied < probes * 9 / 10,
+        "a useless mix: {denied}/{probes}"
+    );
 }

@@ -12,7 +12,7 @@ pub mod meta;
 pub mod network_policy;
 
 pub use crate::core::{Container, ContainerPort, Namespace, Pod, PodSpec, PodStatus, Protocol};
-pub use manifest::{parse_manifests, Object, ManifestError};
+pub use manifest::{parse_manifests, ManifestError, Object};
 pub use meta::{LabelSelector, Labels, ObjectMeta, Requirement, SelectorOperator};
 pub use network_policy::{
     Cidr, IpBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule,
@@ -29,7 +29,11 @@ pub struct FieldError {
 }
 
 impl FieldError {
-    pub fn new(path: impl Into<String>, found: impl std::fmt::Display, expected: impl Into<String>) -> Self {
+    pub fn new(
+        path: impl Into<String>,
+        found: impl std::fmt::Display,
+        expected: impl Into<String>,
+    ) -> Self {
         FieldError {
             path: path.into(),
             found: found.to_string(),

@@ -45,14 +45,19 @@ pub fn parse_manifests(text: &str) -> Result<Vec<Object>, ManifestError> {
             message,
         };
         let value: serde_yaml::Value = serde_yaml::from_str(&doc).map_err(|e| {
-            let line = e.location().map_or(first_line, |l| first_line + l.line() - 1);
+            let line = e
+                .location()
+                .map_or(first_line, |l| first_line + l.line() - 1);
             fail(line, strip_location(&e.to_string()))
         })?;
         if value.is_null() {
             continue;
         }
         let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("");
-        let api_version = value.get("apiVersion").and_then(|k| k.as_str()).unwrap_or("");
+        let api_version = value
+            .get("apiVersion")
+            .and_then(|k| k.as_str())
+            .unwrap_or("");
         let object = match (kind, api_version) {
             ("Namespace", "v1") => Object::Namespace(typed(&doc, first_line, document)?),
             ("Pod", "v1") => Object::Pod(typed(&doc, first_line, document)?),
@@ -67,15 +72,13 @@ pub fn parse_manifests(text: &str) -> Result<Vec<Object>, ManifestError> {
                 Object::NetworkPolicy(policy)
             }
             ("", _) => return Err(fail(first_line, "kind: missing".into())),
-            (kind, api_version) => {
-                return Err(fail(
-                    first_line,
-                    format!(
-                        "kind {kind:?} (apiVersion {api_version:?}): expected one of Namespace (v1), \
+            (kind, api_version) => return Err(fail(
+                first_line,
+                format!(
+                    "kind {kind:?} (apiVersion {api_version:?}): expected one of Namespace (v1), \
                          Pod (v1), NetworkPolicy (networking.k8s.io/v1)"
-                    ),
-                ))
-            }
+                ),
+            )),
         };
         objects.push(object);
     }
@@ -83,10 +86,16 @@ pub fn parse_manifests(text: &str) -> Result<Vec<Object>, ManifestError> {
 }
 
 /// serde_yaml's messages already start with the field path (`spec.ingress[0]: ...`).
-fn typed<T: DeserializeOwned>(doc: &str, first_line: usize, document: usize) -> Result<T, ManifestError> {
+fn typed<T: DeserializeOwned>(
+    doc: &str,
+    first_line: usize,
+    document: usize,
+) -> Result<T, ManifestError> {
     serde_yaml::from_str(doc).map_err(|e| ManifestError {
         document,
-        line: e.location().map_or(first_line, |l| first_line + l.line() - 1),
+        line: e
+            .location()
+            .map_or(first_line, |l| first_line + l.line() - 1),
         message: strip_location(&e.to_string()),
     })
 }
@@ -160,9 +169,15 @@ spec:
     fn invalid_policy_names_field_value_and_expectation() {
         let bad = GOOD.replace("endPort: 8100", "endPort: 7000");
         let e = parse_manifests(&bad).unwrap_err().to_string();
-        assert!(e.contains("spec.ingress[0].ports[1].endPort: 7000: expected >= port (8000)"), "{e}");
+        assert!(
+            e.contains("spec.ingress[0].ports[1].endPort: 7000: expected >= port (8000)"),
+            "{e}"
+        );
         let bad = GOOD.replace("kind: Namespace", "kind: Deployment");
         let e = parse_manifests(&bad).unwrap_err().to_string();
-        assert!(e.starts_with("document 1 (line 1): kind \"Deployment\""), "{e}");
+        assert!(
+            e.starts_with("document 1 (line 1): kind \"Deployment\""),
+            "{e}"
+        );
     }
 }

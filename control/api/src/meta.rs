@@ -72,13 +72,12 @@ impl LabelSelector {
         for (i, r) in self.match_expressions.iter().enumerate() {
             let path = format!("{path}.matchExpressions[{i}]");
             match r.operator {
-                SelectorOperator::In | SelectorOperator::NotIn if r.values.is_empty() => {
-                    errors.push(FieldError::new(
+                SelectorOperator::In | SelectorOperator::NotIn if r.values.is_empty() => errors
+                    .push(FieldError::new(
                         format!("{path}.values"),
                         "[]",
                         format!("at least one value for operator {:?}", r.operator),
-                    ))
-                }
+                    )),
                 SelectorOperator::Exists | SelectorOperator::DoesNotExist
                     if !r.values.is_empty() =>
                 {
@@ -111,7 +110,10 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]

@@ -16,7 +16,12 @@ use serde::Deserialize;
 #[command(version, about = "Skiff command-line client")]
 struct Cli {
     /// The node daemon API to ask (host:port of `skiff-node run --api`).
-    #[arg(long, global = true, env = "SKIFF_NODE", default_value = "127.0.0.1:9465")]
+    #[arg(
+        long,
+        global = true,
+        env = "SKIFF_NODE",
+        default_value = "127.0.0.1:9465"
+    )]
     node: String,
     #[command(subcommand)]
     command: Command,
@@ -194,7 +199,10 @@ fn explain(
         e.port,
         e.verdict.to_uppercase()
     );
-    for (name, pod, d) in [("egress ", &e.from, &e.egress), ("ingress", &e.to, &e.ingress)] {
+    for (name, pod, d) in [
+        ("egress ", &e.from, &e.egress),
+        ("ingress", &e.to, &e.ingress),
+    ] {
         println!("  {name} at {pod}: {}: {}", d.verdict, d.reason);
     }
     Ok(())

@@ -370,9 +370,8 @@ fn reach(targets: &[String], timeout: Duration) -> anyhow::Result<()> {
             thread::spawn(move || {
                 let ok = match proto {
                     Proto::Tcp => connect_tcp(&addr.to_string(), timeout).is_ok(),
-                    Proto::Udp => (0..3).any(|_| {
-                        connect_udp(&addr.to_string(), timeout / 3, 1, 16, false).is_ok()
-                    }),
+                    Proto::Udp => (0..3)
+                        .any(|_| connect_udp(&addr.to_string(), timeout / 3, 1, 16, false).is_ok()),
                 };
                 (target, ok)
             })

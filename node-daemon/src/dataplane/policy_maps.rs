@@ -55,7 +55,11 @@ impl PolicyMaps {
         Ok((ipcache, policy))
     }
 
-    pub fn set_address(&mut self, cidr: Cidr, value: AddressIdentity) -> Result<(), DataPlaneError> {
+    pub fn set_address(
+        &mut self,
+        cidr: Cidr,
+        value: AddressIdentity,
+    ) -> Result<(), DataPlaneError> {
         self.ipcache
             .insert(&ipcache_key(cidr), value, 0)
             .map_err(DataPlaneError::map(names::IPCACHE))
@@ -86,7 +90,9 @@ impl PolicyMaps {
 
     /// The kernel's own longest-prefix answer for a full key.
     pub fn lookup(&self, key: PolicyKey) -> Option<PolicyEntry> {
-        self.policy.get(&Key::new(skiff_common::prefix::PORT, key), 0).ok()
+        self.policy
+            .get(&Key::new(skiff_common::prefix::PORT, key), 0)
+            .ok()
     }
 
     pub fn revision(&self) -> Result<u32, DataPlaneError> {
@@ -108,7 +114,9 @@ fn ipcache_key(cidr: Cidr) -> Key<u32> {
 }
 
 /// Allow/deny counters by packed rule reference, summed over CPUs, from a node's pins.
-pub fn pinned_policy_counters(pin_dir: &Path) -> Result<BTreeMap<u32, PolicyCounters>, DataPlaneError> {
+pub fn pinned_policy_counters(
+    pin_dir: &Path,
+) -> Result<BTreeMap<u32, PolicyCounters>, DataPlaneError> {
     let path = super::PinLayout::new(pin_dir).map(names::POLICY_COUNTERS);
     let data = MapData::from_pin(&path).map_err(DataPlaneError::map(names::POLICY_COUNTERS))?;
     let map: PerCpuHashMap<MapData, u32, PolicyCounters> =

@@ -68,7 +68,11 @@ impl ClusterState {
             match object {
                 Object::Namespace(ns) => {
                     let name = ns.metadata.name.clone();
-                    if state.namespaces.insert(name.clone(), ns.effective_labels()).is_some() {
+                    if state
+                        .namespaces
+                        .insert(name.clone(), ns.effective_labels())
+                        .is_some()
+                    {
                         return Err(PolicyError::Duplicate("Namespace", name));
                     }
                 }
@@ -86,9 +90,7 @@ impl ClusterState {
                         .containers
                         .iter()
                         .flat_map(|c| &c.ports)
-                        .filter_map(|p| {
-                            Some(((p.name.clone()?, p.protocol), p.container_port))
-                        })
+                        .filter_map(|p| Some(((p.name.clone()?, p.protocol), p.container_port)))
                         .collect();
                     let record = PodRecord {
                         name: name.clone(),
@@ -119,11 +121,11 @@ impl ClusterState {
             .map(|n| n.namespace.clone())
             .collect();
         for ns in implied {
-            state.namespaces.entry(ns.clone()).or_insert_with(|| {
-                Labels::from([("kubernetes.io/metadata.name".to_string(), ns)])
-            });
+            state
+                .namespaces
+                .entry(ns.clone())
+                .or_insert_with(|| Labels::from([("kubernetes.io/metadata.name".to_string(), ns)]));
         }
         Ok(state)
     }
-
 }

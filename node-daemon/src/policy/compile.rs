@@ -11,7 +11,6 @@ use std::{
 
 use skiff_api::{
     Cidr, IpBlock, NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, PolicyType, PortRef,
-
 };
 use skiff_common::{
     identity, prefix, AddressIdentity, PolicyEntry, PolicyKey, RuleRef, POLICY_EGRESS,
@@ -115,6 +114,14 @@ pub struct Compiled {
     pub selected_by: BTreeMap<(u32, u8), Vec<PodName>>,
     pub pods: BTreeMap<Ipv4Addr, PodName>,
     pub pod_identity: BTreeMap<PodName, u32>,
+    /// The identities `entries` was emitted for.
+    pub subjects: BTreeSet<u32>,
+    /// What was compiled, to emit more subjects' entries on demand.
+    state: std::sync::Arc<ClusterState>,
+    policy_ids: BTreeMap<PodName, u32>,
+    blocks: Vec<IpBlock>,
+    block_index: BTreeMap<String, usize>,
+    block_cidr_ids: Vec<BTreeSet<u32>>,
 }
 
 /// One NetworkPolicy's verdict for a flow, as the kernel reaches it.
@@ -143,7 +150,9 @@ enum PortTarget {
     Range(u8, u16, u16),
 }
 
-pub fn compile(state: &ClusterState, host_addrs: &[Ipv4Addr]) -> Compiled {
+/// Compiles `state` for a node whose own addresses are `host_addrs` and whose pods have the
+/// addresses `local_pods`: `POLICY` entries are emitted for those pods' identities only.
+pub fn compile(state: &ClusterState, host_addrs: &[Ipv4Addr], local_pods: &[Ipv4Addr]) -> Compiled {
     let mut out = Compiled::default();
 
     // Identities: one per (namespace, labels).
@@ -262,7 +271,7 @@ pub fn compile(state: &ClusterState, host_addrs: &[Ipv4Addr]) -> Compiled {
         .collect();
 
     // Policies, in name order: the first selecting policy names a subject's default deny.
-    let policy_ids = stable_ids(
+    out.policy_ids = stable_ids(
         state
             .policies
             .keys()
@@ -272,74 +281,28 @@ pub fn compile(state: &ClusterState, host_addrs: &[Ipv4Addr]) -> Compiled {
             .map(String::as_str),
         1,
         RuleRef::MAX_POLICY,
-    );
+    )
+    .into_iter()
+    .map(|(name, id)| (name.parse().expect("a policy name"), id))
+    .collect();
     for (name, policy) in &state.policies {
-        let policy_id = policy_ids[&name.to_string()];
-        let subjects: Vec<u32> = out
-            .identities
-            .iter()
-            .filter(|(_, info)| {
-                info.namespace == name.namespace && policy.spec.pod_selector.matches(&info.labels)
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for (direction, policy_type) in [
-            (POLICY_INGRESS, PolicyType::Ingress),
-            (POLICY_EGRESS, PolicyType::Egress),
+        let policy_id = out.policy_ids[name];
+        for (direction, policy_type, count) in [
+            (
+                POLICY_INGRESS,
+                PolicyType::Ingress,
+                policy.spec.ingress.len(),
+            ),
+            (POLICY_EGRESS, PolicyType::Egress, policy.spec.egress.len()),
         ] {
             if !policy.applies_to(policy_type) {
                 continue;
             }
-            let selection = RuleRef {
-                policy: policy_id,
-                direction,
-                index: RuleRef::SELECTION,
-            };
-            out.rules.insert(
-                selection.pack(),
-                RuleInfo {
-                    policy: name.clone(),
-                    rule: selection,
-                },
-            );
-            for subject in &subjects {
-                out.selected_by
-                    .entry((*subject, direction))
-                    .or_default()
-                    .push(name.clone());
-                let marker = PolicyPrefix::new(
-                    PolicyKey {
-                        subject: *subject,
-                        direction,
-                        ..PolicyKey::default()
-                    },
-                    prefix::SELECTED,
-                );
-                out.entries.entry(marker).or_insert(PolicyEntry {
-                    rule: selection.pack(),
-                    kind: POLICY_ENTRY_SELECTED,
-                    _pad0: [0; 3],
-                });
-            }
-            let rules: Vec<(&[NetworkPolicyPeer], &[NetworkPolicyPort])> = match policy_type {
-                PolicyType::Ingress => policy
-                    .spec
-                    .ingress
-                    .iter()
-                    .map(|r| (r.from.as_slice(), r.ports.as_slice()))
-                    .collect(),
-                PolicyType::Egress => policy
-                    .spec
-                    .egress
-                    .iter()
-                    .map(|r| (r.to.as_slice(), r.ports.as_slice()))
-                    .collect(),
-            };
-            for (index, (peers, ports)) in rules.into_iter().enumerate() {
+            for index in (0..count as u16).chain([RuleRef::SELECTION]) {
                 let rule = RuleRef {
                     policy: policy_id,
                     direction,
-                    index: index as u16,
+                    index,
                 };
                 out.rules.insert(
                     rule.pack(),
@@ -348,26 +311,133 @@ pub fn compile(state: &ClusterState, host_addrs: &[Ipv4Addr]) -> Compiled {
                         rule,
                     },
                 );
-                let targets = peer_targets(state, &out, &name.namespace, peers, &block_index);
-                for subject in &subjects {
-                    for target in &targets {
-                        for (peer, port) in
-                            rule_keys(state, &out, &blocks, ports, direction, *subject, target)
-                        {
-                            let peers: Vec<u32> = match peer {
-                                KeyPeer::Id(id) => vec![id],
-                                KeyPeer::Block(i) => block_cidr_ids[i].iter().copied().collect(),
-                            };
-                            for peer in peers {
-                                add_allow(&mut out.entries, *subject, direction, peer, port, rule);
+            }
+        }
+    }
+    out.blocks = blocks.into_iter().cloned().collect();
+    out.block_index = block_index;
+    out.block_cidr_ids = block_cidr_ids;
+    let subjects: BTreeSet<u32> = local_pods
+        .iter()
+        .filter(|ip| out.pods.contains_key(ip))
+        .map(|ip| out.address_identity(*ip).identity)
+        .collect();
+    out.state = std::sync::Arc::new(state.clone());
+    out.add_subjects(&subjects);
+    out
+}
+
+impl Compiled {
+    /// A copy that also holds the entries of `subjects` (for explaining pods of other nodes).
+    pub fn with_subjects(&self, subjects: &[u32]) -> Compiled {
+        let mut compiled = self.clone();
+        compiled.add_subjects(&subjects.iter().copied().collect());
+        compiled
+    }
+
+    /// Emits the `POLICY` entries of `subjects`. Policies selecting none of them are skipped,
+    /// so a node pays for the policies of its own pods, not the cluster's.
+    fn add_subjects(&mut self, subjects: &BTreeSet<u32>) {
+        let new: BTreeSet<u32> = subjects.difference(&self.subjects).copied().collect();
+        if new.is_empty() {
+            return;
+        }
+        let state = self.state.clone();
+        for (name, policy) in &state.policies {
+            let policy_id = self.policy_ids[name];
+            let selected: Vec<u32> = new
+                .iter()
+                .copied()
+                .filter(|id| {
+                    let info = &self.identities[id];
+                    info.namespace == name.namespace
+                        && policy.spec.pod_selector.matches(&info.labels)
+                })
+                .collect();
+            if selected.is_empty() {
+                continue;
+            }
+            for (direction, policy_type) in [
+                (POLICY_INGRESS, PolicyType::Ingress),
+                (POLICY_EGRESS, PolicyType::Egress),
+            ] {
+                if !policy.applies_to(policy_type) {
+                    continue;
+                }
+                let selection = RuleRef {
+                    policy: policy_id,
+                    direction,
+                    index: RuleRef::SELECTION,
+                };
+                for subject in &selected {
+                    self.selected_by
+                        .entry((*subject, direction))
+                        .or_default()
+                        .push(name.clone());
+                    let marker = PolicyPrefix::new(
+                        PolicyKey {
+                            subject: *subject,
+                            direction,
+                            ..PolicyKey::default()
+                        },
+                        prefix::SELECTED,
+                    );
+                    self.entries.entry(marker).or_insert(PolicyEntry {
+                        rule: selection.pack(),
+                        kind: POLICY_ENTRY_SELECTED,
+                        _pad0: [0; 3],
+                    });
+                }
+                let rules: Vec<(&[NetworkPolicyPeer], &[NetworkPolicyPort])> = match policy_type {
+                    PolicyType::Ingress => policy
+                        .spec
+                        .ingress
+                        .iter()
+                        .map(|r| (r.from.as_slice(), r.ports.as_slice()))
+                        .collect(),
+                    PolicyType::Egress => policy
+                        .spec
+                        .egress
+                        .iter()
+                        .map(|r| (r.to.as_slice(), r.ports.as_slice()))
+                        .collect(),
+                };
+                for (index, (peers, ports)) in rules.into_iter().enumerate() {
+                    let rule = RuleRef {
+                        policy: policy_id,
+                        direction,
+                        index: index as u16,
+                    };
+                    let targets = peer_targets(&state, self, &name.namespace, peers);
+                    for subject in &selected {
+                        for target in &targets {
+                            for (peer, port) in
+                                rule_keys(&state, self, ports, direction, *subject, target)
+                            {
+                                let peers: Vec<u32> = match peer {
+                                    KeyPeer::Id(id) => vec![id],
+                                    KeyPeer::Block(i) => {
+                                        self.block_cidr_ids[i].iter().copied().collect()
+                                    }
+                                };
+                                for peer in peers {
+                                    add_allow(
+                                        &mut self.entries,
+                                        *subject,
+                                        direction,
+                                        peer,
+                                        port,
+                                        rule,
+                                    );
+                                }
                             }
                         }
                     }
                 }
             }
         }
+        self.subjects.extend(new);
     }
-    out
 }
 
 fn all_peers(policy: &NetworkPolicy) -> impl Iterator<Item = &NetworkPolicyPeer> {
@@ -394,7 +464,6 @@ fn peer_targets(
     out: &Compiled,
     policy_namespace: &str,
     peers: &[NetworkPolicyPeer],
-    block_index: &BTreeMap<String, usize>,
 ) -> Vec<PeerTarget> {
     if peers.is_empty() {
         return vec![PeerTarget::Any];
@@ -403,7 +472,7 @@ fn peer_targets(
     let mut blocks = BTreeSet::new();
     for peer in peers {
         if let Some(block) = &peer.ip_block {
-            blocks.insert(block_index[&block_name(block)]);
+            blocks.insert(out.block_index[&block_name(block)]);
             continue;
         }
         for (id, info) in &out.identities {
@@ -444,7 +513,6 @@ enum KeyPeer {
 fn rule_keys(
     state: &ClusterState,
     out: &Compiled,
-    blocks: &[&IpBlock],
     ports: &[NetworkPolicyPort],
     direction: u8,
     subject: u32,
@@ -495,7 +563,7 @@ fn rule_keys(
                         .filter(|(_, info)| {
                             info.pods
                                 .iter()
-                                .any(|pod| blocks[*i].contains(state.pods[pod].ip))
+                                .any(|pod| out.blocks[*i].contains(state.pods[pod].ip))
                         })
                         .map(|(id, _)| (KeyPeer::Id(*id), *id))
                         .collect(),
@@ -654,8 +722,11 @@ impl Compiled {
                 .map_or_else(|| format!("cidr#{id}"), |s| s.join(" + ")),
             id => match self.identities.get(&id) {
                 Some(info) => {
-                    let labels: Vec<String> =
-                        info.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    let labels: Vec<String> = info
+                        .labels
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect();
                     format!("{} {{{}}}", info.namespace, labels.join(","))
                 }
                 None => format!("identity#{id}"),
@@ -695,7 +766,10 @@ mod tests {
             ..PolicyKey::default()
         };
         let marker = PolicyPrefix::new(key, prefix::SELECTED).key;
-        assert_eq!((marker.subject, marker.direction, marker.peer), (key.subject, 2, 0));
+        assert_eq!(
+            (marker.subject, marker.direction, marker.peer),
+            (key.subject, 2, 0)
+        );
         assert_eq!(PolicyPrefix::new(key, 127).key.dport, 80u16.to_be());
         assert_eq!(PolicyPrefix::new(key, prefix::PORT).key, key);
     }

@@ -58,6 +58,11 @@ pub fn explain(
             .ok_or_else(|| ExplainError::UnknownPod(pod.clone()))
     };
     let (from_ip, to_ip) = (address(from)?, address(to)?);
+    // Pods of other nodes have no entries in this node's compiled state: emit theirs.
+    let compiled = &compiled.with_subjects(&[
+        compiled.address_identity(from_ip).identity,
+        compiled.address_identity(to_ip).identity,
+    ]);
     let egress = compiled.judge(from_ip, to_ip, POLICY_EGRESS, proto.number(), port);
     let ingress = compiled.judge(to_ip, from_ip, POLICY_INGRESS, proto.number(), port);
     let describe = |judgement: &Judgement, pod: &PodName, peer: &PodName, direction: u8| {

@@ -140,29 +140,31 @@ pub fn spawn_reader(
     compiled: SharedCompiled,
     hub: Arc<FlowHub>,
 ) -> std::io::Result<()> {
-    thread::Builder::new().name("flows".into()).spawn(move || loop {
-        let mut fds = libc::pollfd {
-            fd: events.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd. A timeout bounds the wait, so no wakeup is ever missed.
-        unsafe { libc::poll(&mut fds, 1, 500) };
-        let mut batch = Vec::new();
-        while let Some(item) = events.next() {
-            if item.len() >= std::mem::size_of::<FlowEvent>() {
-                // SAFETY: the kernel wrote a FlowEvent (a plain-integer repr(C) type).
-                batch.push(unsafe { (item.as_ptr() as *const FlowEvent).read_unaligned() });
+    thread::Builder::new()
+        .name("flows".into())
+        .spawn(move || loop {
+            let mut fds = libc::pollfd {
+                fd: events.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd. A timeout bounds the wait, so no wakeup is ever missed.
+            unsafe { libc::poll(&mut fds, 1, 500) };
+            let mut batch = Vec::new();
+            while let Some(item) = events.next() {
+                if item.len() >= std::mem::size_of::<FlowEvent>() {
+                    // SAFETY: the kernel wrote a FlowEvent (a plain-integer repr(C) type).
+                    batch.push(unsafe { (item.as_ptr() as *const FlowEvent).read_unaligned() });
+                }
             }
-        }
-        if batch.is_empty() {
-            continue;
-        }
-        let compiled = compiled.read().unwrap_or_else(|e| e.into_inner()).clone();
-        for event in batch {
-            hub.publish(record(&compiled, &event));
-        }
-    })?;
+            if batch.is_empty() {
+                continue;
+            }
+            let compiled = compiled.read().unwrap_or_else(|e| e.into_inner()).clone();
+            for event in batch {
+                hub.publish(record(&compiled, &event));
+            }
+        })?;
     Ok(())
 }
 

@@ -5,7 +5,7 @@
 //! then addresses, then selection markers; removals in the reverse order. The revision is
 //! bumped last, so established flows are judged again only against the finished state.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use skiff_api::Cidr;
 use skiff_common::{AddressIdentity, PolicyEntry, POLICY_ENTRY_SELECTED};
@@ -55,19 +55,9 @@ impl PolicyReconciler {
         self.entries.len()
     }
 
-    /// Brings the kernel to `compiled`, with policy entries for `local_subjects` only (the
-    /// identities of this node's pods).
-    pub fn reconcile(
-        &mut self,
-        compiled: &Compiled,
-        local_subjects: &BTreeSet<u32>,
-    ) -> Result<PolicyStats, DataPlaneError> {
-        let wanted: BTreeMap<PolicyPrefix, PolicyEntry> = compiled
-            .entries
-            .iter()
-            .filter(|(p, _)| local_subjects.contains(&p.key.subject))
-            .map(|(p, e)| (*p, *e))
-            .collect();
+    /// Brings the kernel to `compiled` (compiled for this node's pods).
+    pub fn reconcile(&mut self, compiled: &Compiled) -> Result<PolicyStats, DataPlaneError> {
+        let wanted = &compiled.entries;
         let mut stats = PolicyStats::default();
         let is_marker = |e: &PolicyEntry| e.kind == POLICY_ENTRY_SELECTED;
 
@@ -82,7 +72,7 @@ impl PolicyReconciler {
                     }
                 }
             }
-            for (prefix, entry) in &wanted {
+            for (prefix, entry) in wanted {
                 if is_marker(entry) == markers && self.entries.get(prefix) != Some(entry) {
                     self.maps.set_entry(prefix.key, prefix.len, *entry)?;
                     self.entries.insert(*prefix, *entry);

@@ -135,21 +135,15 @@ impl Cluster {
     pub fn apply_policy(&mut self, manifest: &str) {
         let state = cluster_from_manifest(manifest).expect("cluster manifest");
         for (i, &node) in self.nodes.iter().enumerate() {
-            let compiled = compile(&state, &[self.lab.node(node).address]);
-            let local = self
+            let local: Vec<Ipv4Addr> = self
                 .pods
                 .values()
                 .filter(|p| self.lab.pod(**p).node == node)
-                .filter_map(|p| {
-                    let ip = self.lab.pod(*p).ip;
-                    compiled
-                        .pods
-                        .contains_key(&ip)
-                        .then(|| compiled.address_identity(ip).identity)
-                })
+                .map(|p| self.lab.pod(*p).ip)
                 .collect();
+            let compiled = compile(&state, &[self.lab.node(node).address], &local);
             self.policies[i]
-                .reconcile(&compiled, &local)
+                .reconcile(&compiled)
                 .expect("policy reconcile");
         }
     }

@@ -47,7 +47,11 @@ fn selector_matches(selector: &LabelSelector, labels: &Labels) -> bool {
 
 fn in_cidr(ip: Ipv4Addr, cidr: &skiff_api::Cidr) -> bool {
     let bits = cidr.len as u32;
-    let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+    let mask = if bits == 0 {
+        0
+    } else {
+        u32::MAX << (32 - bits)
+    };
     (u32::from(ip) & mask) == (u32::from(cidr.addr) & mask)
 }
 
@@ -90,7 +94,12 @@ impl RefCluster {
         ns_ok && pod_ok
     }
 
-    fn port_matches(port: &NetworkPolicyPort, destination: Option<&RefPod>, proto: Protocol, number: u16) -> bool {
+    fn port_matches(
+        port: &NetworkPolicyPort,
+        destination: Option<&RefPod>,
+        proto: Protocol,
+        number: u16,
+    ) -> bool {
         if port.protocol.unwrap_or(Protocol::Tcp) != proto {
             return false;
         }
@@ -110,7 +119,14 @@ impl RefCluster {
 
     /// Whether `pod`'s side lets the flow through: egress of the source when `ingress` is
     /// false, ingress of the destination when true. `peer` is the other end's address.
-    pub fn allows(&self, pod_ip: Ipv4Addr, peer: Ipv4Addr, ingress: bool, proto: Protocol, port: u16) -> bool {
+    pub fn allows(
+        &self,
+        pod_ip: Ipv4Addr,
+        peer: Ipv4Addr,
+        ingress: bool,
+        proto: Protocol,
+        port: u16,
+    ) -> bool {
         let pod = self.pod_at(pod_ip).expect("a pod");
         let mut selected = false;
         for policy in &self.policies {
@@ -119,16 +135,33 @@ impl RefCluster {
                 continue;
             }
             selected = true;
-            let destination = if ingress { Some(pod) } else { self.pod_at(peer) };
-            let rules: Vec<(&Vec<NetworkPolicyPeer>, &Vec<NetworkPolicyPort>)> = if ingress {
-                policy.spec.ingress.iter().map(|r| (&r.from, &r.ports)).collect()
+            let destination = if ingress {
+                Some(pod)
             } else {
-                policy.spec.egress.iter().map(|r| (&r.to, &r.ports)).collect()
+                self.pod_at(peer)
+            };
+            let rules: Vec<(&Vec<NetworkPolicyPeer>, &Vec<NetworkPolicyPort>)> = if ingress {
+                policy
+                    .spec
+                    .ingress
+                    .iter()
+                    .map(|r| (&r.from, &r.ports))
+                    .collect()
+            } else {
+                policy
+                    .spec
+                    .egress
+                    .iter()
+                    .map(|r| (&r.to, &r.ports))
+                    .collect()
             };
             for (peers, ports) in rules {
-                let peer_ok = peers.is_empty() || peers.iter().any(|p| self.peer_matches(policy, p, peer));
+                let peer_ok =
+                    peers.is_empty() || peers.iter().any(|p| self.peer_matches(policy, p, peer));
                 let port_ok = ports.is_empty()
-                    || ports.iter().any(|p| Self::port_matches(p, destination, proto, port));
+                    || ports
+                        .iter()
+                        .any(|p| Self::port_matches(p, destination, proto, port));
                 if peer_ok && port_ok {
                     return true;
                 }
