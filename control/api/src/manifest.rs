@@ -72,13 +72,15 @@ pub fn parse_manifests(text: &str) -> Result<Vec<Object>, ManifestError> {
                 Object::NetworkPolicy(policy)
             }
             ("", _) => return Err(fail(first_line, "kind: missing".into())),
-            (kind, api_version) => return Err(fail(
-                first_line,
-                format!(
+            (kind, api_version) => {
+                return Err(fail(
+                    first_line,
+                    format!(
                     "kind {kind:?} (apiVersion {api_version:?}): expected one of Namespace (v1), \
                          Pod (v1), NetworkPolicy (networking.k8s.io/v1)"
                 ),
-            )),
+                ))
+            }
         };
         objects.push(object);
     }
