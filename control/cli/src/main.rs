@@ -203,7 +203,7 @@ fn explain(
         ("egress ", &e.from, &e.egress),
         ("ingress", &e.to, &e.ingress),
     ] {
-        println!("  {name} at {pod}: {}: {}", d.verdict, d.reason);
+        println!("  {name} at {pod}: {}", d.reason);
     }
     Ok(())
 }
@@ -269,6 +269,5 @@ struct Explanation {
 
 #[derive(Deserialize)]
 struct DirectionVerdict {
-    verdict: String,
     reason: String,
 }

@@ -73,7 +73,7 @@ pub fn explain(
             .unwrap_or_default();
         let dir = direction_name(direction);
         let reason = match (judgement.allowed, &judgement.rule) {
-            (true, None) => format!("no policy selects {pod} for {dir}: all {dir} allowed"),
+            (true, None) => format!("allowed: no policy selects {pod} for {dir}"),
             (true, Some(rule)) => format!(
                 "allowed by {}",
                 compiled.rule_name(*rule).unwrap_or_else(|| format!("rule #{rule}"))
