@@ -11,7 +11,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use skiff_common::{
-    CtKey, CtValue, DropReason, ServiceValue, CT_FLAG_SNAT, CT_FORWARD, CT_REPLY, IPPROTO_TCP,
+    CtValue, DropReason, ServiceValue, CT_FLAG_SNAT, CT_FORWARD, CT_REPLY, IPPROTO_TCP,
     IPPROTO_UDP, SVC_FLAG_MASQUERADE, SVC_FLAG_NODE_PORT,
 };
 
@@ -19,8 +19,8 @@ use crate::{
     lb::{backend, mix_hash, select_backend, service_header, Frontend},
     maps::CONNTRACK,
     packet::{
-        ports, tcp_flags, Ipv4Header, ETH_HDR_LEN, IPV4_CHECK_OFF, IPV4_DADDR_OFF, IPV4_SADDR_OFF,
-        TCP_CHECK_OFF, TCP_FLAG_ACK, TCP_FLAG_SYN, UDP_CHECK_OFF,
+        ports, tcp_flags, Flow, Ipv4Header, ETH_HDR_LEN, IPV4_CHECK_OFF, IPV4_DADDR_OFF,
+        IPV4_SADDR_OFF, TCP_CHECK_OFF, TCP_FLAG_ACK, TCP_FLAG_SYN, UDP_CHECK_OFF,
     },
     reject::refuse_tcp,
 };
@@ -48,53 +48,15 @@ const SNAT_PORT_ATTEMPTS: u32 = 8;
 const SNAT_PORT_FIRST: u32 = 32768;
 const SNAT_PORT_COUNT: u32 = 28232;
 
-/// The packet's 5-tuple (network byte order).
-#[derive(Clone, Copy)]
-struct Tuple {
-    saddr: u32,
-    daddr: u32,
-    sport: u16,
-    dport: u16,
-    proto: u8,
-}
-
-impl Tuple {
-    /// The tuple a packet carries after `rewrite` to `value`.
-    #[inline(always)]
-    fn after(value: &CtValue, proto: u8) -> Tuple {
-        Tuple {
-            saddr: value.saddr,
-            daddr: value.daddr,
-            sport: value.sport,
-            dport: value.dport,
-            proto,
-        }
-    }
-
-    /// The reply-direction key of this tuple: how the answer to it arrives.
-    #[inline(always)]
-    fn reply_key(&self) -> CtKey {
-        Tuple {
-            saddr: self.daddr,
-            daddr: self.saddr,
-            sport: self.dport,
-            dport: self.sport,
-            proto: self.proto,
-        }
-        .key(CT_REPLY)
-    }
-
-    #[inline(always)]
-    fn key(&self, direction: u8) -> CtKey {
-        CtKey {
-            saddr: self.saddr,
-            daddr: self.daddr,
-            sport: self.sport,
-            dport: self.dport,
-            proto: self.proto,
-            direction,
-            _pad0: [0; 2],
-        }
+/// The flow a packet carries after `rewrite` to `value`.
+#[inline(always)]
+fn flow_after(value: &CtValue, proto: u8) -> Flow {
+    Flow {
+        saddr: value.saddr,
+        daddr: value.daddr,
+        sport: value.sport,
+        dport: value.dport,
+        proto,
     }
 }
 
@@ -116,7 +78,7 @@ pub fn translate(ctx: &TcContext, ip: &Ipv4Header, ingress: Ingress) -> Result<A
             Ingress::Network => Ok(Action::Pass),
         };
     };
-    let tuple = Tuple {
+    let tuple = Flow {
         saddr: ip.saddr,
         daddr: ip.daddr,
         sport,
@@ -185,8 +147,8 @@ fn opens_flow(ctx: &TcContext, ip: &Ipv4Header) -> bool {
 /// the same ports, that entry would rewrite the new flow's replies to come from the service;
 /// the new flow shows the entry is stale, so it goes.
 #[inline(always)]
-fn forget_stale_reply(tuple: &Tuple) {
-    let reply = tuple.reply_key();
+fn forget_stale_reply(tuple: &Flow) {
+    let reply = tuple.reversed().key(CT_REPLY);
     // SAFETY: only checks presence.
     if unsafe { CONNTRACK.get(&reply) }.is_some() {
         let _ = CONNTRACK.remove(&reply);
@@ -196,7 +158,7 @@ fn forget_stale_reply(tuple: &Tuple) {
 /// Picks a backend, decides the source translation and records both conntrack entries.
 #[inline(always)]
 fn new_flow(
-    tuple: &Tuple,
+    tuple: &Flow,
     frontend: &Frontend,
     header: &ServiceValue,
     ingress: Ingress,
@@ -240,7 +202,7 @@ fn new_flow(
         forward.flags = CT_FLAG_SNAT;
         forward.sport = claim_snat_port(&forward, &reply, tuple.proto, hash, masquerade)?;
     } else {
-        let reply_key = Tuple::after(&forward, tuple.proto).reply_key();
+        let reply_key = flow_after(&forward, tuple.proto).reversed().key(CT_REPLY);
         // Best effort on a full table: LRU eviction makes room.
         let _ = CONNTRACK.insert(&reply_key, &reply, 0);
     }
@@ -273,7 +235,11 @@ fn claim_snat_port(
             candidate.sport = (port as u16).to_be();
         }
         if CONNTRACK
-            .insert(&Tuple::after(&candidate, proto).reply_key(), reply, flags)
+            .insert(
+                &flow_after(&candidate, proto).reversed().key(CT_REPLY),
+                reply,
+                flags,
+            )
             .is_ok()
         {
             return Ok(candidate.sport);
@@ -285,7 +251,7 @@ fn claim_snat_port(
 
 /// Rewrites addresses and ports from `tuple` to `to`, keeping both checksums right.
 #[inline(always)]
-fn rewrite(ctx: &TcContext, ip: &Ipv4Header, tuple: &Tuple, to: &CtValue) {
+fn rewrite(ctx: &TcContext, ip: &Ipv4Header, tuple: &Flow, to: &CtValue) {
     let l4 = ETH_HDR_LEN + ip.header_len;
     let (check_off, mangled) = if tuple.proto == IPPROTO_TCP {
         (l4 + TCP_CHECK_OFF, 0)

@@ -1,6 +1,7 @@
 //! Bounds-checked access to packet headers for TC programs.
 
 use aya_ebpf::programs::TcContext;
+use skiff_common::CtKey;
 
 pub const ETH_HDR_LEN: usize = 14;
 pub const ETH_P_IP: u16 = 0x0800;
@@ -116,4 +117,42 @@ pub fn tcp_flags(ctx: &TcContext, ip: &Ipv4Header) -> Option<u8> {
     let raw: *const u8 = ptr_at(ctx, offset)?;
     // SAFETY: bounds checked by ptr_at.
     Some(unsafe { raw.read() })
+}
+
+/// A packet's 5-tuple (network byte order).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Flow {
+    pub saddr: u32,
+    pub daddr: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+}
+
+impl Flow {
+    /// The conntrack key of this flow, tagged with `direction`.
+    #[inline(always)]
+    pub fn key(&self, direction: u8) -> CtKey {
+        CtKey {
+            saddr: self.saddr,
+            daddr: self.daddr,
+            sport: self.sport,
+            dport: self.dport,
+            proto: self.proto,
+            direction,
+            _pad0: [0; 2],
+        }
+    }
+
+    /// The flow of the answers to this one.
+    #[inline(always)]
+    pub fn reversed(&self) -> Flow {
+        Flow {
+            saddr: self.daddr,
+            daddr: self.saddr,
+            sport: self.dport,
+            dport: self.sport,
+            proto: self.proto,
+        }
+    }
 }

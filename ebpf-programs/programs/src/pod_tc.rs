@@ -17,7 +17,7 @@ use crate::{
     maps::{count_drop, ENDPOINTS, POD_TRAFFIC},
     nat::{self, Action, Ingress},
     packet::{ethertype, ipv4, ETH_P_ARP, ETH_P_IP},
-    policy::{self, Check, Flow},
+    policy::{self, read_flow, reread_flow, Check},
 };
 use skiff_common::{POLICY_EGRESS, POLICY_INGRESS};
 
@@ -99,7 +99,7 @@ fn check_from_pod(
                 pod_addr: endpoint.ipv4,
                 direction: POLICY_EGRESS,
             };
-            let before = Flow::read(ctx, &ip)?;
+            let before = read_flow(ctx, &ip)?;
             if ip.saddr != endpoint.ipv4 {
                 policy::report_drop(&at, &before, DropReason::SpoofedSource);
                 return Err(DropReason::SpoofedSource);
@@ -113,7 +113,7 @@ fn check_from_pod(
             if let Action::Refused(_) = action {
                 return Ok(action);
             }
-            let after = Flow::reread(ctx)?;
+            let after = reread_flow(ctx)?;
             let translated = (after != before).then_some(&before);
             policy::check(&at, &after, translated)?;
             Ok(action)
@@ -133,7 +133,7 @@ fn check_to_pod(ctx: &TcContext, endpoint: &EndpointInfo, ifindex: u32) -> Resul
     // A pod is never handed what the data plane cannot parse, policy or not.
     let ip = ipv4(ctx).ok_or(DropReason::MalformedPacket)?;
     count_traffic(ifindex, Direction::ToPod, ctx.len());
-    let flow = Flow::read(ctx, &ip)?;
+    let flow = read_flow(ctx, &ip)?;
     if policy::is_reply(&flow, POLICY_EGRESS) {
         return Ok(());
     }

@@ -6,9 +6,9 @@
 //! current policy revision, lets it pass; if not, the compiled policy is looked up (see
 //! `skiff_common::policy`) and the verdict recorded, counted and reported.
 
-use aya_ebpf::maps::lpm_trie::Key;
+use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
 use skiff_common::{
-    identity, prefix, settings, AddressIdentity, CtKey, DropReason, FlowEvent, PolicyCounters,
+    identity, prefix, settings, AddressIdentity, DropReason, FlowEvent, PolicyCounters,
     PolicyCtValue, PolicyKey, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, NO_DROP_REASON,
     POLICY_CT_SELF, POLICY_EGRESS, POLICY_ENTRY_ALLOW, POLICY_INGRESS, VERDICT_ALLOWED,
     VERDICT_DENIED,
@@ -16,70 +16,34 @@ use skiff_common::{
 
 use crate::{
     maps::{setting, FLOW_EVENTS, IPCACHE, POLICY, POLICY_COUNTERS, POLICY_CT},
-    packet::{ipv4, ports, Ipv4Header},
+    packet::{ipv4, ports, Flow, Ipv4Header},
 };
 
-/// A packet's flow as policy sees it (network byte order). Ports are 0 for protocols without
-/// ports and for fragments: only rules that allow every port can allow those.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Flow {
-    pub saddr: u32,
-    pub daddr: u32,
-    pub sport: u16,
-    pub dport: u16,
-    pub proto: u8,
+/// Reads the flow of the packet's IPv4 header `ip` as policy sees it: ports are 0 for
+/// protocols without ports and for fragments, so only rules that allow every port can allow
+/// those. `Err`: a TCP, UDP or SCTP header cut off.
+#[inline(always)]
+pub fn read_flow(ctx: &TcContext, ip: &Ipv4Header) -> Result<Flow, DropReason> {
+    let has_ports = matches!(ip.protocol, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP);
+    let (sport, dport) = if has_ports && !ip.fragmented {
+        ports(ctx, ip).ok_or(DropReason::MalformedPacket)?
+    } else {
+        (0, 0)
+    };
+    Ok(Flow {
+        saddr: ip.saddr,
+        daddr: ip.daddr,
+        sport,
+        dport,
+        proto: ip.protocol,
+    })
 }
 
-impl Flow {
-    /// Reads the flow of the packet's IPv4 header `ip`. `Err`: a TCP, UDP or SCTP header cut off.
-    #[inline(always)]
-    pub fn read(ctx: &aya_ebpf::programs::TcContext, ip: &Ipv4Header) -> Result<Flow, DropReason> {
-        let has_ports = matches!(ip.protocol, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP);
-        let (sport, dport) = if has_ports && !ip.fragmented {
-            ports(ctx, ip).ok_or(DropReason::MalformedPacket)?
-        } else {
-            (0, 0)
-        };
-        Ok(Flow {
-            saddr: ip.saddr,
-            daddr: ip.daddr,
-            sport,
-            dport,
-            proto: ip.protocol,
-        })
-    }
-
-    /// Reads the flow again, after the packet may have been rewritten.
-    #[inline(always)]
-    pub fn reread(ctx: &aya_ebpf::programs::TcContext) -> Result<Flow, DropReason> {
-        let ip = ipv4(ctx).ok_or(DropReason::MalformedPacket)?;
-        Flow::read(ctx, &ip)
-    }
-
-    #[inline(always)]
-    fn key(&self, direction: u8) -> CtKey {
-        CtKey {
-            saddr: self.saddr,
-            daddr: self.daddr,
-            sport: self.sport,
-            dport: self.dport,
-            proto: self.proto,
-            direction,
-            _pad0: [0; 2],
-        }
-    }
-
-    #[inline(always)]
-    fn reversed_key(&self, direction: u8) -> CtKey {
-        Flow {
-            saddr: self.daddr,
-            daddr: self.saddr,
-            sport: self.dport,
-            dport: self.sport,
-            proto: self.proto,
-        }
-        .key(direction)
-    }
+/// Reads the flow again, after the packet may have been rewritten.
+#[inline(always)]
+pub fn reread_flow(ctx: &TcContext) -> Result<Flow, DropReason> {
+    let ip = ipv4(ctx).ok_or(DropReason::MalformedPacket)?;
+    read_flow(ctx, &ip)
 }
 
 /// Whether the packet answers a flow a local pod opened (`POLICY_EGRESS`) or accepted
@@ -87,7 +51,7 @@ impl Flow {
 #[inline(always)]
 pub fn is_reply(flow: &Flow, opened_at: u8) -> bool {
     // SAFETY: only checks presence.
-    unsafe { POLICY_CT.get(&flow.reversed_key(opened_at)) }.is_some()
+    unsafe { POLICY_CT.get(&flow.reversed().key(opened_at)) }.is_some()
 }
 
 /// Where the packet is judged.
