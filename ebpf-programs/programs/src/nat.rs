@@ -19,8 +19,8 @@ use crate::{
     lb::{backend, mix_hash, select_backend, service_header, Frontend},
     maps::CONNTRACK,
     packet::{
-        ports, tcp_flags, Flow, Ipv4Header, ETH_HDR_LEN, IPV4_CHECK_OFF, IPV4_DADDR_OFF,
-        IPV4_SADDR_OFF, TCP_CHECK_OFF, TCP_FLAG_ACK, TCP_FLAG_SYN, UDP_CHECK_OFF,
+        tcp_flags, Flow, Ipv4Header, ETH_HDR_LEN, IPV4_CHECK_OFF, IPV4_DADDR_OFF, IPV4_SADDR_OFF,
+        TCP_CHECK_OFF, TCP_FLAG_ACK, TCP_FLAG_SYN, UDP_CHECK_OFF,
     },
     reject::refuse_tcp,
 };
@@ -37,8 +37,8 @@ pub enum Ingress {
 
 /// What the caller does with a packet `translate` let through.
 pub enum Action {
-    /// Continue (translated or untouched).
-    Pass,
+    /// Continue, with the flow the packet now carries (translated or untouched).
+    Pass(Flow),
     /// The packet became a refusal sent back to the pod; return this TC verdict.
     Refused(i32),
 }
@@ -60,35 +60,25 @@ fn flow_after(value: &CtValue, proto: u8) -> Flow {
     }
 }
 
-/// Translates the packet if it belongs to a service flow. `Err` asks the caller to drop it.
-/// Packets that are not TCP/UDP, fragments, and packets for no service pass untouched.
+/// Translates the packet, whose flow the caller read (`read_flow`), if it belongs to a service
+/// flow. `Err` asks the caller to drop it. Packets that are not TCP/UDP, fragments, and
+/// packets for no service pass untouched.
 #[inline(always)]
-pub fn translate(ctx: &TcContext, ip: &Ipv4Header, ingress: Ingress) -> Result<Action, DropReason> {
-    if ip.protocol != IPPROTO_TCP && ip.protocol != IPPROTO_UDP {
-        return Ok(Action::Pass);
+pub fn translate(
+    ctx: &TcContext,
+    ip: &Ipv4Header,
+    flow: &Flow,
+    ingress: Ingress,
+) -> Result<Action, DropReason> {
+    let tuple = *flow;
+    // Only the first fragment carries ports; a datagram cannot be translated piecemeal.
+    if (tuple.proto != IPPROTO_TCP && tuple.proto != IPPROTO_UDP) || ip.fragmented {
+        return Ok(Action::Pass(tuple));
     }
-    if ip.fragmented {
-        // Only the first fragment carries ports; a datagram cannot be translated piecemeal.
-        return Ok(Action::Pass);
-    }
-    let Some((sport, dport)) = ports(ctx, ip) else {
-        return match ingress {
-            Ingress::Pod { .. } => Err(DropReason::MalformedPacket),
-            // Not ours to judge: the node's own stack drops what it cannot parse.
-            Ingress::Network => Ok(Action::Pass),
-        };
-    };
-    let tuple = Flow {
-        saddr: ip.saddr,
-        daddr: ip.daddr,
-        sport,
-        dport,
-        proto: ip.protocol,
-    };
     // SAFETY: the value is copied out at once.
     if let Some(reply) = unsafe { CONNTRACK.get(&tuple.key(CT_REPLY)) }.copied() {
         rewrite(ctx, ip, &tuple, &reply);
-        return Ok(Action::Pass);
+        return Ok(Action::Pass(flow_after(&reply, tuple.proto)));
     }
     let frontend = Frontend {
         addr: tuple.daddr,
@@ -99,10 +89,10 @@ pub fn translate(ctx: &TcContext, ip: &Ipv4Header, ingress: Ingress) -> Result<A
         if ingress != Ingress::Network && opens_flow(ctx, ip) {
             forget_stale_reply(&tuple);
         }
-        return Ok(Action::Pass);
+        return Ok(Action::Pass(tuple));
     };
     if ingress == Ingress::Network && header.flags & SVC_FLAG_NODE_PORT == 0 {
-        return Ok(Action::Pass);
+        return Ok(Action::Pass(tuple));
     }
     // SAFETY: the value is copied out at once.
     if let Some(forward) = unsafe { CONNTRACK.get(&tuple.key(CT_FORWARD)) }.copied() {
@@ -110,7 +100,7 @@ pub fn translate(ctx: &TcContext, ip: &Ipv4Header, ingress: Ingress) -> Result<A
         // replaced, so UDP flows move instead of black-holing.
         if backend(forward.backend_id).is_some() {
             rewrite(ctx, ip, &tuple, &forward);
-            return Ok(Action::Pass);
+            return Ok(Action::Pass(flow_after(&forward, tuple.proto)));
         }
     }
     let forward = match new_flow(&tuple, &frontend, &header, ingress) {
@@ -130,7 +120,7 @@ pub fn translate(ctx: &TcContext, ip: &Ipv4Header, ingress: Ingress) -> Result<A
         Err(e) => return Err(e),
     };
     rewrite(ctx, ip, &tuple, &forward);
-    Ok(Action::Pass)
+    Ok(Action::Pass(flow_after(&forward, tuple.proto)))
 }
 
 /// A packet that may start a new flow: a TCP SYN (without ACK), or any UDP datagram.

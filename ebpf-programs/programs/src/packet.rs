@@ -1,7 +1,7 @@
 //! Bounds-checked access to packet headers for TC programs.
 
 use aya_ebpf::programs::TcContext;
-use skiff_common::CtKey;
+use skiff_common::{CtKey, DropReason, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP};
 
 pub const ETH_HDR_LEN: usize = 14;
 pub const ETH_P_IP: u16 = 0x0800;
@@ -155,4 +155,24 @@ impl Flow {
             proto: self.proto,
         }
     }
+}
+
+/// Reads the flow of the packet whose IPv4 header is `ip`. Ports are 0 for protocols without
+/// ports and for fragments (only the first fragment carries them): to policy, only rules that
+/// allow every port match those. `Err`: a TCP, UDP or SCTP header cut off.
+#[inline(always)]
+pub fn read_flow(ctx: &TcContext, ip: &Ipv4Header) -> Result<Flow, DropReason> {
+    let has_ports = matches!(ip.protocol, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP);
+    let (sport, dport) = if has_ports && !ip.fragmented {
+        ports(ctx, ip).ok_or(DropReason::MalformedPacket)?
+    } else {
+        (0, 0)
+    };
+    Ok(Flow {
+        saddr: ip.saddr,
+        daddr: ip.daddr,
+        sport,
+        dport,
+        proto: ip.protocol,
+    })
 }

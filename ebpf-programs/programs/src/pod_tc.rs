@@ -16,8 +16,8 @@ use skiff_common::{DropReason, EndpointInfo, TrafficCounters};
 use crate::{
     maps::{count_drop, ENDPOINTS, POD_TRAFFIC},
     nat::{self, Action, Ingress},
-    packet::{ethertype, ipv4, ETH_P_ARP, ETH_P_IP},
-    policy::{self, read_flow, reread_flow, Check},
+    packet::{ethertype, ipv4, read_flow, ETH_P_ARP, ETH_P_IP},
+    policy::{self, Check},
 };
 use skiff_common::{POLICY_EGRESS, POLICY_INGRESS};
 
@@ -35,12 +35,7 @@ pub fn from_pod(ctx: TcContext) -> i32 {
         return TC_ACT_OK;
     };
     match check_from_pod(&ctx, &endpoint, ifindex) {
-        Ok(Action::Pass) => TC_ACT_OK,
-        Ok(Action::Refused(verdict)) => {
-            // Not delivered: counted with the drops, though the client got an answer.
-            count_drop(DropReason::NoServiceBackend);
-            verdict
-        }
+        Ok(verdict) => verdict,
         Err(reason) => {
             count_drop(reason);
             TC_ACT_SHOT
@@ -58,7 +53,10 @@ pub fn from_network(ctx: TcContext) -> i32 {
     let Some(ip) = ipv4(&ctx) else {
         return TC_ACT_OK;
     };
-    match nat::translate(&ctx, &ip, Ingress::Network) {
+    let Ok(flow) = read_flow(&ctx, &ip) else {
+        return TC_ACT_OK;
+    };
+    match nat::translate(&ctx, &ip, &flow, Ingress::Network) {
         Ok(_) => TC_ACT_OK,
         Err(reason) => {
             count_drop(reason);
@@ -84,13 +82,14 @@ pub fn to_pod(ctx: TcContext) -> i32 {
     }
 }
 
-/// Judges, counts and (for service traffic) translates one packet a pod sent.
+/// Judges, counts and (for service traffic) translates one packet a pod sent; returns the TC
+/// verdict for a packet not dropped.
 #[inline(always)]
 fn check_from_pod(
     ctx: &TcContext,
     endpoint: &EndpointInfo,
     ifindex: u32,
-) -> Result<Action, DropReason> {
+) -> Result<i32, DropReason> {
     match ethertype(ctx) {
         Some(ETH_P_IP) => {
             let ip = ipv4(ctx).ok_or(DropReason::MalformedPacket)?;
@@ -105,20 +104,23 @@ fn check_from_pod(
                 return Err(DropReason::SpoofedSource);
             }
             count_traffic(ifindex, Direction::FromPod, ctx.len());
-            if policy::is_reply(&before, POLICY_INGRESS) {
-                // Answers a connection the pod accepted: restore a translated source, pass.
-                return nat::translate(ctx, &ip, Ingress::Pod { ifindex });
+            // A reply of a connection the pod accepted only has its source restored.
+            let reply = policy::is_reply(&before, POLICY_INGRESS);
+            match nat::translate(ctx, &ip, &before, Ingress::Pod { ifindex })? {
+                Action::Pass(after) => {
+                    if !reply {
+                        policy::check(&at, &after, (after != before).then_some(&before))?;
+                    }
+                    Ok(TC_ACT_OK)
+                }
+                Action::Refused(verdict) => {
+                    // Not delivered: counted with the drops, though the client got an answer.
+                    count_drop(DropReason::NoServiceBackend);
+                    Ok(verdict)
+                }
             }
-            let action = nat::translate(ctx, &ip, Ingress::Pod { ifindex })?;
-            if let Action::Refused(_) = action {
-                return Ok(action);
-            }
-            let after = reread_flow(ctx)?;
-            let translated = (after != before).then_some(&before);
-            policy::check(&at, &after, translated)?;
-            Ok(action)
         }
-        Some(ETH_P_ARP) => Ok(Action::Pass),
+        Some(ETH_P_ARP) => Ok(TC_ACT_OK),
         Some(_) => Err(DropReason::UnsupportedProtocol),
         None => Err(DropReason::MalformedPacket),
     }

@@ -6,45 +6,17 @@
 //! current policy revision, lets it pass; if not, the compiled policy is looked up (see
 //! `skiff_common::policy`) and the verdict recorded, counted and reported.
 
-use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
+use aya_ebpf::maps::lpm_trie::Key;
 use skiff_common::{
     identity, prefix, settings, AddressIdentity, DropReason, FlowEvent, PolicyCounters,
-    PolicyCtValue, PolicyKey, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, NO_DROP_REASON,
-    POLICY_CT_SELF, POLICY_EGRESS, POLICY_ENTRY_ALLOW, POLICY_INGRESS, VERDICT_ALLOWED,
-    VERDICT_DENIED,
+    PolicyCtValue, PolicyKey, NO_DROP_REASON, POLICY_CT_SELF, POLICY_EGRESS, POLICY_ENTRY_ALLOW,
+    POLICY_INGRESS, VERDICT_ALLOWED, VERDICT_DENIED,
 };
 
 use crate::{
     maps::{setting, FLOW_EVENTS, IPCACHE, POLICY, POLICY_COUNTERS, POLICY_CT},
-    packet::{ipv4, ports, Flow, Ipv4Header},
+    packet::Flow,
 };
-
-/// Reads the flow of the packet's IPv4 header `ip` as policy sees it: ports are 0 for
-/// protocols without ports and for fragments, so only rules that allow every port can allow
-/// those. `Err`: a TCP, UDP or SCTP header cut off.
-#[inline(always)]
-pub fn read_flow(ctx: &TcContext, ip: &Ipv4Header) -> Result<Flow, DropReason> {
-    let has_ports = matches!(ip.protocol, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP);
-    let (sport, dport) = if has_ports && !ip.fragmented {
-        ports(ctx, ip).ok_or(DropReason::MalformedPacket)?
-    } else {
-        (0, 0)
-    };
-    Ok(Flow {
-        saddr: ip.saddr,
-        daddr: ip.daddr,
-        sport,
-        dport,
-        proto: ip.protocol,
-    })
-}
-
-/// Reads the flow again, after the packet may have been rewritten.
-#[inline(always)]
-pub fn reread_flow(ctx: &TcContext) -> Result<Flow, DropReason> {
-    let ip = ipv4(ctx).ok_or(DropReason::MalformedPacket)?;
-    read_flow(ctx, &ip)
-}
 
 /// Whether the packet answers a flow a local pod opened (`POLICY_EGRESS`) or accepted
 /// (`POLICY_INGRESS`) and a policy check let through.
