@@ -23,7 +23,7 @@ use crate::{
     http::{answer, read_request, start_stream, Request},
     policy::{
         explain,
-        flows::{FlowFilter, FlowHub, SharedCompiled},
+        flows::{FlowFilter, FlowHub, FlowRecord, SharedCompiled},
         PodName,
     },
 };
@@ -145,25 +145,18 @@ fn flows(stream: &mut TcpStream, request: &Request, state: &ApiState) -> std::io
     };
     let (history, live) = state.flows.subscribe(filter, last, follow);
     start_stream(stream, "application/x-ndjson")?;
-    for flow in history {
-        writeln!(
-            stream,
-            "{}",
-            serde_json::to_string(&flow).unwrap_or_default()
-        )?;
+    let send = |stream: &mut TcpStream, flow: &FlowRecord| -> std::io::Result<()> {
+        let line = serde_json::to_string(flow).unwrap_or_default();
+        writeln!(stream, "{line}")?;
+        stream.flush()
+    };
+    for flow in &history {
+        send(stream, flow)?;
     }
-    stream.flush()?;
     let Some(live) = live else { return Ok(()) };
     loop {
         match live.recv_timeout(Duration::from_secs(5)) {
-            Ok(flow) => {
-                writeln!(
-                    stream,
-                    "{}",
-                    serde_json::to_string(&flow).unwrap_or_default()
-                )?;
-                stream.flush()?;
-            }
+            Ok(flow) => send(stream, &flow)?,
             // An empty line now and then finds out whether the client is still there.
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                 stream.write_all(b"\n")?;

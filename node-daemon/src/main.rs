@@ -82,8 +82,8 @@ struct RunArgs {
     #[arg(long, value_name = "IFNAME")]
     uplink: Option<String>,
     /// A local pod: host-side veth and pod address, as IFNAME=IP (repeatable).
-    #[arg(long = "pod", value_name = "IFNAME=IP")]
-    pods: Vec<String>,
+    #[arg(long = "pod", value_name = "IFNAME=IP", value_parser = parse_pod)]
+    pods: Vec<(String, Ipv4Addr)>,
     /// Desired services and endpoints (JSON, see docs/services.md); re-read when it changes.
     #[arg(long, value_name = "FILE")]
     services: Option<PathBuf>,
@@ -206,11 +206,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         policy_revision: policy.revision(),
         ..Status::default()
     }));
-    let local_ips: Vec<Ipv4Addr> = args
-        .pods
-        .iter()
-        .map(|spec| parse_pod(spec).map(|(_, ip)| ip))
-        .collect::<anyhow::Result<_>>()?;
+    let local_ips: Vec<Ipv4Addr> = args.pods.iter().map(|(_, ip)| *ip).collect();
     let mut cluster_file = args.cluster.as_deref().map(WatchedFile::new);
     let mut apply_cluster = |file: &mut WatchedFile| {
         if let Some(text) = file.changed() {
@@ -243,15 +239,14 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     .context("starting the flow reader")?;
 
     let mut local_pods = Vec::new();
-    for spec in &args.pods {
-        let (interface, ip) = parse_pod(spec)?;
-        let ifindex = ifindex_of(&interface)?;
-        dataplane.endpoints()?.upsert(ifindex, ip)?;
+    for (interface, ip) in &args.pods {
+        let ifindex = ifindex_of(interface)?;
+        dataplane.endpoints()?.upsert(ifindex, *ip)?;
         dataplane
-            .attach_pod_interface(&interface)
-            .with_context(|| format!("--pod {spec}"))?;
+            .attach_pod_interface(interface)
+            .with_context(|| format!("--pod {interface}={ip}"))?;
         tracing::info!(%interface, ifindex, %ip, "pod attached");
-        local_pods.push((interface, ifindex));
+        local_pods.push((interface.clone(), ifindex));
     }
     if let Some(uplink) = &args.uplink {
         dataplane
@@ -521,13 +516,13 @@ fn print_services(pin_dir: &Path, maglev: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn parse_pod(spec: &str) -> anyhow::Result<(String, Ipv4Addr)> {
+fn parse_pod(spec: &str) -> Result<(String, Ipv4Addr), String> {
     let Some((interface, ip)) = spec.split_once('=') else {
-        bail!("--pod {spec:?}: expected IFNAME=IP, e.g. vp0=10.244.1.2");
+        return Err(format!("{spec:?}: expected IFNAME=IP, e.g. vp0=10.244.1.2"));
     };
     let ip = ip
         .parse()
-        .with_context(|| format!("--pod {spec:?}: {ip:?} is not an IPv4 address"))?;
+        .map_err(|_| format!("{spec:?}: {ip:?} is not an IPv4 address"))?;
     Ok((interface.to_string(), ip))
 }
 

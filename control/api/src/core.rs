@@ -130,14 +130,4 @@ impl Pod {
     pub fn ip(&self) -> Option<Ipv4Addr> {
         self.status.as_ref().and_then(|s| s.pod_ip)
     }
-
-    /// Resolves a named container port (as NetworkPolicy and Service `targetPort` use them).
-    pub fn named_port(&self, name: &str, protocol: Protocol) -> Option<u16> {
-        self.spec
-            .containers
-            .iter()
-            .flat_map(|c| &c.ports)
-            .find(|p| p.name.as_deref() == Some(name) && p.protocol == protocol)
-            .map(|p| p.container_port)
-    }
 }

@@ -64,10 +64,6 @@ impl LabelSelector {
             && self.match_expressions.iter().all(|r| r.matches(labels))
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.match_labels.is_empty() && self.match_expressions.is_empty()
-    }
-
     pub fn validate(&self, path: &str, errors: &mut Vec<FieldError>) {
         for (i, r) in self.match_expressions.iter().enumerate() {
             let path = format!("{path}.matchExpressions[{i}]");

@@ -23,7 +23,7 @@ use skiff_common::{
 
 use crate::{
     lb::{backend, mix_hash, select_backend, service_header, Frontend},
-    maps::{SETTINGS, SOCK_NAT},
+    maps::{setting, SOCK_NAT},
 };
 
 /// Let the syscall go on (with or without a rewrite).
@@ -151,9 +151,9 @@ fn translate(ctx: &SockAddrContext, sticky: bool) -> i32 {
 /// Whether `netns` is the node's own namespace; true when the daemon has not said which one is.
 #[inline(always)]
 fn is_host_netns(netns: u64) -> bool {
-    match SETTINGS.get(settings::HOST_NETNS_COOKIE) {
-        Some(&host) if host != 0 => host == netns,
-        _ => true,
+    match setting(settings::HOST_NETNS_COOKIE) {
+        0 => true,
+        host => host == netns,
     }
 }
 

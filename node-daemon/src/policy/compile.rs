@@ -81,6 +81,19 @@ pub struct RuleInfo {
     pub rule: RuleRef,
 }
 
+impl RuleInfo {
+    /// The rule within its policy: `ingress[0]`, or `ingress:selection` for the selection
+    /// behind a default deny (the `rule` label of the metrics).
+    pub fn label(&self) -> String {
+        let direction = direction_name(self.rule.direction);
+        if self.rule.index == RuleRef::SELECTION {
+            format!("{direction}:selection")
+        } else {
+            format!("{direction}[{}]", self.rule.index)
+        }
+    }
+}
+
 impl fmt::Display for RuleInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let direction = direction_name(self.rule.direction);
