@@ -59,54 +59,12 @@ impl PolicyReconciler {
     pub fn reconcile(&mut self, compiled: &Compiled) -> Result<PolicyStats, DataPlaneError> {
         let wanted = &compiled.entries;
         let mut stats = PolicyStats::default();
-        let is_marker = |e: &PolicyEntry| e.kind == POLICY_ENTRY_SELECTED;
-
-        // Additions and updates: allow entries, addresses, markers.
-        for markers in [false, true] {
-            if markers {
-                for (cidr, value) in &compiled.ipcache {
-                    if self.addresses.get(cidr) != Some(value) {
-                        self.maps.set_address(*cidr, *value)?;
-                        self.addresses.insert(*cidr, *value);
-                        stats.addresses_written += 1;
-                    }
-                }
-            }
-            for (prefix, entry) in wanted {
-                if is_marker(entry) == markers && self.entries.get(prefix) != Some(entry) {
-                    self.maps.set_entry(prefix.key, prefix.len, *entry)?;
-                    self.entries.insert(*prefix, *entry);
-                    stats.entries_written += 1;
-                }
-            }
-        }
-        // Removals: markers, addresses, allow entries.
-        for markers in [true, false] {
-            let stale: Vec<PolicyPrefix> = self
-                .entries
-                .iter()
-                .filter(|(p, e)| is_marker(e) == markers && !wanted.contains_key(p))
-                .map(|(p, _)| *p)
-                .collect();
-            for prefix in stale {
-                self.maps.remove_entry(prefix.key, prefix.len)?;
-                self.entries.remove(&prefix);
-                stats.entries_removed += 1;
-            }
-            if markers {
-                let stale: Vec<Cidr> = self
-                    .addresses
-                    .keys()
-                    .filter(|c| !compiled.ipcache.contains_key(c))
-                    .copied()
-                    .collect();
-                for cidr in stale {
-                    self.maps.remove_address(cidr)?;
-                    self.addresses.remove(&cidr);
-                    stats.addresses_removed += 1;
-                }
-            }
-        }
+        self.write_entries(wanted, false, &mut stats)?;
+        self.write_addresses(&compiled.ipcache, &mut stats)?;
+        self.write_entries(wanted, true, &mut stats)?;
+        self.remove_entries(wanted, true, &mut stats)?;
+        self.remove_addresses(&compiled.ipcache, &mut stats)?;
+        self.remove_entries(wanted, false, &mut stats)?;
         let changed = stats.addresses_written
             + stats.addresses_removed
             + stats.entries_written
@@ -119,4 +77,80 @@ impl PolicyReconciler {
         stats.revision = self.revision;
         Ok(stats)
     }
+
+    /// Writes the wanted entries that differ: selection markers or allow entries.
+    fn write_entries(
+        &mut self,
+        wanted: &BTreeMap<PolicyPrefix, PolicyEntry>,
+        markers: bool,
+        stats: &mut PolicyStats,
+    ) -> Result<(), DataPlaneError> {
+        for (prefix, entry) in wanted {
+            if is_marker(entry) == markers && self.entries.get(prefix) != Some(entry) {
+                self.maps.set_entry(prefix.key, prefix.len, *entry)?;
+                self.entries.insert(*prefix, *entry);
+                stats.entries_written += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the entries (markers or allow entries) no longer wanted.
+    fn remove_entries(
+        &mut self,
+        wanted: &BTreeMap<PolicyPrefix, PolicyEntry>,
+        markers: bool,
+        stats: &mut PolicyStats,
+    ) -> Result<(), DataPlaneError> {
+        let stale: Vec<PolicyPrefix> = self
+            .entries
+            .iter()
+            .filter(|(p, e)| is_marker(e) == markers && !wanted.contains_key(p))
+            .map(|(p, _)| *p)
+            .collect();
+        for prefix in stale {
+            self.maps.remove_entry(prefix.key, prefix.len)?;
+            self.entries.remove(&prefix);
+            stats.entries_removed += 1;
+        }
+        Ok(())
+    }
+
+    fn write_addresses(
+        &mut self,
+        wanted: &BTreeMap<Cidr, AddressIdentity>,
+        stats: &mut PolicyStats,
+    ) -> Result<(), DataPlaneError> {
+        for (cidr, value) in wanted {
+            if self.addresses.get(cidr) != Some(value) {
+                self.maps.set_address(*cidr, *value)?;
+                self.addresses.insert(*cidr, *value);
+                stats.addresses_written += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_addresses(
+        &mut self,
+        wanted: &BTreeMap<Cidr, AddressIdentity>,
+        stats: &mut PolicyStats,
+    ) -> Result<(), DataPlaneError> {
+        let stale: Vec<Cidr> = self
+            .addresses
+            .keys()
+            .filter(|c| !wanted.contains_key(c))
+            .copied()
+            .collect();
+        for cidr in stale {
+            self.maps.remove_address(cidr)?;
+            self.addresses.remove(&cidr);
+            stats.addresses_removed += 1;
+        }
+        Ok(())
+    }
+}
+
+fn is_marker(entry: &PolicyEntry) -> bool {
+    entry.kind == POLICY_ENTRY_SELECTED
 }
