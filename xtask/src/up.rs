@@ -19,6 +19,7 @@ pub fn run(workspace: &Path) -> anyhow::Result<()> {
         "\nWhat works today:\n  \
          {node} run --help      run the data plane on a node (inside its network namespace)\n  \
          docs/services.md       how services are load-balanced, and how to inspect a node\n  \
+         docs/network-policy.md NetworkPolicy semantics, skiff observe, skiff policy explain\n  \
          cargo xtask test       the whole suite, including real traffic in an isolated lab\n\
          The local multi-node cluster and demo app arrive with the control-plane and node issues.",
         node = node.display()
