@@ -6,25 +6,7 @@
 
 use serde::de::DeserializeOwned;
 
-use crate::{core::Namespace, core::Pod, network_policy::NetworkPolicy};
-
-/// One object of a manifest.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Object {
-    Namespace(Namespace),
-    Pod(Pod),
-    NetworkPolicy(NetworkPolicy),
-}
-
-impl Object {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Object::Namespace(_) => "Namespace",
-            Object::Pod(_) => "Pod",
-            Object::NetworkPolicy(_) => "NetworkPolicy",
-        }
-    }
-}
+use crate::object::{Kind, Object};
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("document {document} (line {line}): {message}")]
@@ -34,7 +16,8 @@ pub struct ManifestError {
     pub message: String,
 }
 
-/// Parses every document of `text`. Empty documents (only comments) are skipped.
+/// Parses and validates every document of `text`. Empty documents (only comments) are
+/// skipped; `kind: List` documents contribute their items.
 pub fn parse_manifests(text: &str) -> Result<Vec<Object>, ManifestError> {
     let mut objects = Vec::new();
     for (index, (first_line, doc)) in split_documents(text).into_iter().enumerate() {
@@ -58,33 +41,127 @@ pub fn parse_manifests(text: &str) -> Result<Vec<Object>, ManifestError> {
             .get("apiVersion")
             .and_then(|k| k.as_str())
             .unwrap_or("");
-        let object = match (kind, api_version) {
-            ("Namespace", "v1") => Object::Namespace(typed(&doc, first_line, document)?),
-            ("Pod", "v1") => Object::Pod(typed(&doc, first_line, document)?),
-            ("NetworkPolicy", _) => {
-                let policy: NetworkPolicy = typed(&doc, first_line, document)?;
-                if let Some(e) = policy.validate().into_iter().next() {
-                    return Err(fail(
-                        first_line,
-                        format!("NetworkPolicy {}: {e}", policy.metadata.name),
-                    ));
-                }
-                Object::NetworkPolicy(policy)
-            }
-            ("", _) => return Err(fail(first_line, "kind: missing".into())),
-            (kind, api_version) => {
+        let object = match Kind::from_name(kind) {
+            Some(k) if k.api_version() == api_version => typed_object(k, &doc, first_line, document)?,
+            Some(k) => {
                 return Err(fail(
-                    first_line,
+                    locate(&doc, "apiVersion").map_or(first_line, |l| first_line + l),
                     format!(
-                    "kind {kind:?} (apiVersion {api_version:?}): expected one of Namespace (v1), \
-                         Pod (v1), NetworkPolicy (networking.k8s.io/v1)"
-                ),
+                        "apiVersion: {api_version:?}: expected {:?} for {kind}",
+                        k.api_version()
+                    ),
                 ))
             }
+            None if kind.is_empty() => return Err(fail(first_line, "kind: missing".into())),
+            None => {
+                let known: Vec<String> = Kind::ALL
+                    .iter()
+                    .filter(|k| **k != Kind::ReplicaSet && **k != Kind::EndpointSlice)
+                    .map(|k| format!("{k} ({})", k.api_version()))
+                    .collect();
+                return Err(fail(
+                    locate(&doc, "kind").map_or(first_line, |l| first_line + l),
+                    format!(
+                        "kind {kind:?} (apiVersion {api_version:?}): expected one of {}",
+                        known.join(", ")
+                    ),
+                ));
+            }
         };
+        if let Some(e) = object.validate().into_iter().next() {
+            let line = locate(&doc, &e.path).map_or(first_line, |l| first_line + l);
+            return Err(fail(
+                line,
+                format!("{} {}: {e}", object.kind(), object.metadata().name),
+            ));
+        }
         objects.push(object);
     }
     Ok(objects)
+}
+
+fn typed_object(
+    kind: Kind,
+    doc: &str,
+    first_line: usize,
+    document: usize,
+) -> Result<Object, ManifestError> {
+    Ok(match kind {
+        Kind::Namespace => Object::Namespace(typed(doc, first_line, document)?),
+        Kind::Node => Object::Node(typed(doc, first_line, document)?),
+        Kind::Pod => Object::Pod(typed(doc, first_line, document)?),
+        Kind::Deployment => Object::Deployment(typed(doc, first_line, document)?),
+        Kind::ReplicaSet => Object::ReplicaSet(typed(doc, first_line, document)?),
+        Kind::Service => Object::Service(typed(doc, first_line, document)?),
+        Kind::EndpointSlice => Object::EndpointSlice(typed(doc, first_line, document)?),
+        Kind::NetworkPolicy => Object::NetworkPolicy(typed(doc, first_line, document)?),
+        Kind::HorizontalPodAutoscaler => {
+            Object::HorizontalPodAutoscaler(typed(doc, first_line, document)?)
+        }
+    })
+}
+
+/// The 0-based line of a field path (`spec.template.spec.containers[0].ports[1].name`) in a
+/// block-style YAML document: each key is searched below the previous one at a deeper
+/// indentation, each index counts list items. Flow-style parts (`{...}`) end the search at
+/// the deepest line found, which is still the right neighbourhood.
+fn locate(doc: &str, path: &str) -> Option<usize> {
+    let lines: Vec<&str> = doc.lines().collect();
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let mut at: Option<usize> = None;
+    let mut min_indent = 0usize;
+    let mut found = None;
+    for segment in path.split('.') {
+        let (key, indices) = match segment.find('[') {
+            Some(i) => (&segment[..i], &segment[i..]),
+            None => (segment, ""),
+        };
+        let start = at.map_or(0, |a| a + 1);
+        let key_line = (start..lines.len()).find(|&i| {
+            let l = lines[i];
+            let content = l.trim_start().trim_start_matches("- ");
+            let content_indent = l.len() - content.len();
+            content_indent >= min_indent
+                && (content.starts_with(&format!("{key}:"))
+                    || content.starts_with(&format!("\"{key}\":")))
+        })?;
+        at = Some(key_line);
+        found = Some(key_line);
+        min_indent = indent(lines[key_line]) + 1;
+        for index in indices
+            .split(']')
+            .filter_map(|p| p.strip_prefix('['))
+            .filter_map(|p| p.parse::<usize>().ok())
+        {
+            let mut seen = 0;
+            let mut item_indent = None;
+            let mut item = None;
+            for (i, l) in lines.iter().enumerate().skip(key_line + 1) {
+                let trimmed = l.trim_start();
+                if trimmed.is_empty() || trimmed.starts_with('#') {
+                    continue;
+                }
+                if indent(l) + 1 < min_indent && !trimmed.starts_with("- ") {
+                    break;
+                }
+                if trimmed.starts_with("- ") || trimmed == "-" {
+                    let this = indent(l);
+                    if *item_indent.get_or_insert(this) == this {
+                        if seen == index {
+                            item = Some(i);
+                            break;
+                        }
+                        seen += 1;
+                    }
+                }
+            }
+            let item = item?;
+            at = Some(item.saturating_sub(1));
+            found = Some(item);
+            min_indent = indent(lines[item]) + 1;
+        }
+    }
+    found
 }
 
 /// serde_yaml's messages already start with the field path (`spec.ingress[0]: ...`).
@@ -154,7 +231,7 @@ spec:
     fn reads_every_document() {
         let objects = parse_manifests(GOOD).unwrap();
         assert_eq!(objects.len(), 2);
-        assert_eq!(objects[1].kind(), "NetworkPolicy");
+        assert_eq!(objects[1].kind(), crate::Kind::NetworkPolicy);
     }
 
     #[test]
@@ -175,10 +252,10 @@ spec:
             e.contains("spec.ingress[0].ports[1].endPort: 7000: expected >= port (8000)"),
             "{e}"
         );
-        let bad = GOOD.replace("kind: Namespace", "kind: Deployment");
+        let bad = GOOD.replace("kind: Namespace", "kind: Gizmo");
         let e = parse_manifests(&bad).unwrap_err().to_string();
         assert!(
-            e.starts_with("document 1 (line 1): kind \"Deployment\""),
+            e.starts_with("document 1 (line 2): kind \"Gizmo\""),
             "{e}"
         );
     }

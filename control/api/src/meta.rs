@@ -18,12 +18,55 @@ pub struct ObjectMeta {
     pub labels: Labels,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// Set by the server: the store revision of the object's last write. An update that
+    /// carries it succeeds only if nobody wrote the object since (optimistic concurrency).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_version: Option<String>,
+    /// Set by the server on create; never reused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    /// Set by the server on create (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creation_timestamp: Option<String>,
+    /// Set by the server when a delete has begun but the object lingers (a terminating pod).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_timestamp: Option<String>,
+    /// Bumped by the server on every change of `spec` (controllers compare it with
+    /// `status.observedGeneration`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owner_references: Vec<OwnerReference>,
+}
+
+/// Who owns an object: the Deployment of a ReplicaSet, the ReplicaSet of a Pod.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OwnerReference {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+    pub uid: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller: Option<bool>,
 }
 
 impl ObjectMeta {
     /// The namespace, `default` when left out (as Kubernetes does).
     pub fn namespace(&self) -> &str {
         self.namespace.as_deref().unwrap_or("default")
+    }
+
+    /// The store revision of the object's last write, when the server has set it.
+    pub fn revision(&self) -> Option<u64> {
+        self.resource_version.as_deref()?.parse().ok()
+    }
+
+    /// The owner that controls this object, if any.
+    pub fn controller(&self) -> Option<&OwnerReference> {
+        self.owner_references
+            .iter()
+            .find(|o| o.controller == Some(true))
     }
 }
 
@@ -97,6 +140,43 @@ impl Requirement {
             SelectorOperator::NotIn => value.is_none_or(|v| !self.values.contains(v)),
             SelectorOperator::Exists => value.is_some(),
             SelectorOperator::DoesNotExist => value.is_none(),
+        }
+    }
+}
+
+/// A number or a name/percentage, as Kubernetes' `IntOrString` (`targetPort: http`,
+/// `maxSurge: 25%`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum IntOrString {
+    Int(i64),
+    String(String),
+}
+
+impl IntOrString {
+    /// Resolves a count or percentage of `total` (Kubernetes rounds surge up and
+    /// unavailability down; the caller says which).
+    pub fn scaled(&self, total: i64, round_up: bool) -> Option<i64> {
+        match self {
+            IntOrString::Int(i) => Some(*i),
+            IntOrString::String(s) => {
+                let percent: i64 = s.strip_suffix('%')?.parse().ok()?;
+                let scaled = percent * total;
+                Some(if round_up {
+                    (scaled + 99) / 100
+                } else {
+                    scaled / 100
+                })
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for IntOrString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IntOrString::Int(i) => write!(f, "{i}"),
+            IntOrString::String(s) => f.write_str(s),
         }
     }
 }

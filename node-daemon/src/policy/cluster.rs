@@ -107,10 +107,12 @@ impl ClusterState {
                         namespace: policy.metadata.namespace().to_string(),
                         name: policy.metadata.name.clone(),
                     };
-                    if state.policies.insert(name.clone(), policy).is_some() {
+                    if state.policies.insert(name.clone(), *policy).is_some() {
                         return Err(PolicyError::Duplicate("NetworkPolicy", name.to_string()));
                     }
                 }
+                // Services, workloads and nodes play no part in policy.
+                _ => {}
             }
         }
         // Namespaces only named by pods or policies still have Kubernetes' automatic label.
