@@ -182,10 +182,15 @@ fn typed<T: DeserializeOwned>(
 /// serde_yaml appends "at line L column C" relative to the document; the caller reports the
 /// line in the whole text instead.
 fn strip_location(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(i) => message[..i].to_string(),
-        None => message.to_string(),
-    }
+    let Some(start) = message.find(" at line ") else {
+        return message.to_string();
+    };
+    // " at line L column C" may sit mid-sentence ("..., while parsing a flow mapping").
+    let rest = &message[start + " at line ".len()..];
+    let after_numbers = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == ' ' || c.is_ascii_alphabetic() && "column".contains(c)))
+        .map_or("", |i| &rest[i..]);
+    format!("{}{after_numbers}", &message[..start])
 }
 
 /// Splits on `---` lines, returning each document with the 1-based line it starts on.
