@@ -28,6 +28,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "bpftool",
         "bpftool, to inspect the pinned maps and programs (docs/services.md)",
     ),
+    (
+        "etcd-server",
+        "etcd v3, the control plane's alternative store; its tests start a real etcd",
+    ),
 ];
 
 /// Exactly the bpf-linker release verified with this LLVM and these aya crates.

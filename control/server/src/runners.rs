@@ -413,7 +413,16 @@ async fn deployments(ctx: &Ctx) -> Result<(), ApiError> {
         if let Some(rs) = plan.create {
             tolerate_races(ctx.registry.create(Object::ReplicaSet(Box::new(rs))).await)?;
         }
-        for rs in plan.update {
+        // Scale-downs first: between two writes the ReplicaSets must never add up to more
+        // than replicas + maxSurge.
+        let mut updates = plan.update;
+        let current = |name: &str| {
+            mine.iter()
+                .find(|r| r.metadata.name == name)
+                .map_or(0, |r| r.spec.replicas)
+        };
+        updates.sort_by_key(|rs| rs.spec.replicas - current(&rs.metadata.name));
+        for rs in updates {
             tolerate_races(
                 ctx.registry
                     .update(Object::ReplicaSet(Box::new(rs)), Part::Main)

@@ -6,6 +6,8 @@ use crate::Revision;
 pub enum StoreError {
     /// The caller asked for history the store no longer keeps (or a watcher fell too far
     /// behind). The cure is always the same: list again and watch from the listing's revision.
+    /// `requested` is the first revision the watch needed (`after + 1`); `oldest` the oldest
+    /// revision whose events are still kept (a watch with `after = oldest - 1` would work).
     #[error(
         "revision {requested} has been compacted; the oldest revision still kept is {oldest}: \
          list again and watch from the listing's revision"
@@ -41,7 +43,9 @@ pub enum StoreError {
     Etcd { endpoint: String, message: String },
 
     /// Another process (or another open store in this one) holds the directory's lock file.
-    #[error("{path} is locked by another process: is another skiff-control running on this directory?")]
+    #[error(
+        "{path} is locked by another process: is another skiff-control running on this directory?"
+    )]
     Locked { path: String },
 }
 

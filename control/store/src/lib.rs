@@ -44,7 +44,7 @@ pub struct KeyValue {
     pub mod_revision: Revision,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Precondition {
     /// The key must not exist.
     Absent { key: String },
@@ -69,7 +69,7 @@ impl Precondition {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Write {
     Put { key: String, value: Vec<u8> },
     Delete { key: String },
@@ -222,11 +222,56 @@ pub trait Store: Send + Sync + 'static {
 /// refuses a transaction that names a key twice, and the embedded store must agree with it.
 pub(crate) fn last_write_per_key(writes: Vec<Write>) -> Vec<Write> {
     let mut out: Vec<Write> = Vec::with_capacity(writes.len());
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for write in writes {
-        match out.iter_mut().find(|w| w.key() == write.key()) {
-            Some(slot) => *slot = write,
-            None => out.push(write),
+        match index.get(write.key()) {
+            Some(&i) => out[i] = write,
+            None => {
+                index.insert(write.key().to_string(), out.len());
+                out.push(write);
+            }
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_send<T: Send>(_: &T) {}
+
+    /// The API server moves watches and leadership into spawned tasks: all of it must be Send.
+    #[allow(dead_code)]
+    fn watches_and_leadership_can_move_between_tasks(mut watch: Watch, mut leader: Leadership) {
+        is_send(&watch.next());
+        is_send(&leader.lost());
+        is_send(&watch);
+        is_send(&leader.resign());
+    }
+
+    #[test]
+    fn last_write_per_key_keeps_first_position_and_last_value() {
+        let writes = vec![
+            Write::Put {
+                key: "a".into(),
+                value: b"1".to_vec(),
+            },
+            Write::Put {
+                key: "b".into(),
+                value: b"2".to_vec(),
+            },
+            Write::Delete { key: "a".into() },
+        ];
+        assert_eq!(
+            last_write_per_key(writes),
+            vec![
+                Write::Delete { key: "a".into() },
+                Write::Put {
+                    key: "b".into(),
+                    value: b"2".to_vec()
+                },
+            ]
+        );
+    }
 }
