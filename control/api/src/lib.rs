@@ -40,9 +40,7 @@ pub use object::{Kind, List, Object, Status, WatchEvent};
 pub use service::{EndpointSlice, Service};
 
 /// A field that failed validation: its path, the value found and what was expected.
-#[derive(
-    Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[error("{path}: {found}: expected {expected}")]
 pub struct FieldError {
     pub path: String,

@@ -42,7 +42,9 @@ pub fn parse_manifests(text: &str) -> Result<Vec<Object>, ManifestError> {
             .and_then(|k| k.as_str())
             .unwrap_or("");
         let object = match Kind::from_name(kind) {
-            Some(k) if k.api_version() == api_version => typed_object(k, &doc, first_line, document)?,
+            Some(k) if k.api_version() == api_version => {
+                typed_object(k, &doc, first_line, document)?
+            }
             Some(k) => {
                 return Err(fail(
                     locate(&doc, "apiVersion").map_or(first_line, |l| first_line + l),
@@ -188,7 +190,9 @@ fn strip_location(message: &str) -> String {
     // " at line L column C" may sit mid-sentence ("..., while parsing a flow mapping").
     let rest = &message[start + " at line ".len()..];
     let after_numbers = rest
-        .find(|c: char| !(c.is_ascii_digit() || c == ' ' || c.is_ascii_alphabetic() && "column".contains(c)))
+        .find(|c: char| {
+            !(c.is_ascii_digit() || c == ' ' || c.is_ascii_alphabetic() && "column".contains(c))
+        })
         .map_or("", |i| &rest[i..]);
     format!("{}{after_numbers}", &message[..start])
 }
@@ -259,9 +263,6 @@ spec:
         );
         let bad = GOOD.replace("kind: Namespace", "kind: Gizmo");
         let e = parse_manifests(&bad).unwrap_err().to_string();
-        assert!(
-            e.starts_with("document 1 (line 2): kind \"Gizmo\""),
-            "{e}"
-        );
+        assert!(e.starts_with("document 1 (line 2): kind \"Gizmo\""), "{e}");
     }
 }

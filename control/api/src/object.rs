@@ -132,7 +132,7 @@ impl std::fmt::Display for Kind {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Object {
-    Namespace(Namespace),
+    Namespace(Box<Namespace>),
     Node(Box<Node>),
     Pod(Box<Pod>),
     Deployment(Box<Deployment>),

@@ -44,7 +44,7 @@ impl Quantity {
     }
 
     pub fn from_millicores(m: u64) -> Quantity {
-        if m % 1000 == 0 {
+        if m.is_multiple_of(1000) {
             Quantity((m / 1000).to_string())
         } else {
             Quantity(format!("{m}m"))
@@ -52,9 +52,9 @@ impl Quantity {
     }
 
     pub fn from_bytes(b: u64) -> Quantity {
-        if b > 0 && b % 1048576 == 0 {
+        if b > 0 && b.is_multiple_of(1048576) {
             Quantity(format!("{}Mi", b / 1048576))
-        } else if b > 0 && b % 1024 == 0 {
+        } else if b > 0 && b.is_multiple_of(1024) {
             Quantity(format!("{}Ki", b / 1024))
         } else {
             Quantity(b.to_string())

@@ -26,8 +26,17 @@ fn real_world_manifests_are_accepted() {
     let skiff_api::Object::Deployment(d) = &objects[1] else {
         panic!()
     };
-    assert_eq!(d.surge_and_unavailable(), (1, 0), "25% of 3 rounds up; 0 stays 0");
-    assert_eq!(d.spec.template.spec.containers[0].resources.reserved_millicores(), 100);
+    assert_eq!(
+        d.surge_and_unavailable(),
+        (1, 0),
+        "25% of 3 rounds up; 0 stays 0"
+    );
+    assert_eq!(
+        d.spec.template.spec.containers[0]
+            .resources
+            .reserved_millicores(),
+        100
+    );
 }
 
 /// (what to break, replacement, document, line, message fragment)
@@ -60,11 +69,7 @@ fn broken_manifests_name_document_line_and_field() {
         assert!(GUESTBOOK.contains(from), "fixture lacks {from:?}");
         let broken = GUESTBOOK.replacen(from, to, 1);
         let e = parse_manifests(&broken).expect_err(to);
-        assert_eq!(
-            (e.document, e.line),
-            (*document, *line),
-            "{to:?}: {e}"
-        );
+        assert_eq!((e.document, e.line), (*document, *line), "{to:?}: {e}");
         assert!(e.message.contains(fragment), "{to:?}: {e}");
     }
 }

@@ -154,7 +154,12 @@ fn parse_target(segments: &[&str]) -> Result<Target, ApiError> {
                     "{kind} is cluster-scoped: use /api/v1/{plural}"
                 )));
             }
-            Ok(target(kind, Some(ns), rest.first().copied(), rest.get(1).copied()))
+            Ok(target(
+                kind,
+                Some(ns),
+                rest.first().copied(),
+                rest.get(1).copied(),
+            ))
         }
         [plural, rest @ ..] if rest.len() <= 2 => {
             let kind = parse_kind(plural)?;
@@ -163,7 +168,12 @@ fn parse_target(segments: &[&str]) -> Result<Target, ApiError> {
                     "{kind} lives in a namespace: use /api/v1/namespaces/NS/{plural}/NAME"
                 )));
             }
-            Ok(target(kind, None, rest.first().copied(), rest.get(1).copied()))
+            Ok(target(
+                kind,
+                None,
+                rest.first().copied(),
+                rest.get(1).copied(),
+            ))
         }
         _ => Err(ApiError::not_found("path", segments.join("/"))),
     }
@@ -246,7 +256,10 @@ async fn handle(
         }
         (&Method::GET, ["metrics"]) => {
             may_read(&caller)?;
-            Ok(json_response(StatusCode::OK, &node_metrics(registry).await?))
+            Ok(json_response(
+                StatusCode::OK,
+                &node_metrics(registry).await?,
+            ))
         }
         _ => {
             let target = parse_target(&segments)?;
@@ -325,16 +338,21 @@ async fn handle_object(
             let mut object = typed_body(kind, &body)?;
             if let Some(ns) = &target.namespace {
                 match &object.metadata().namespace {
-                    Some(given) if given != ns => {
-                        return Err(ApiError::BadRequest(format!(
-                            "metadata.namespace {given:?} does not match the path's namespace {ns:?}"
-                        )))
-                    }
+                    Some(given) if given != ns => return Err(ApiError::BadRequest(format!(
+                        "metadata.namespace {given:?} does not match the path's namespace {ns:?}"
+                    ))),
                     _ => object.metadata_mut().namespace = Some(ns.clone()),
                 }
             }
             let pod_node = pod_node(&object);
-            may_write(caller, kind, &object.metadata().name, false, false, pod_node.as_deref())?;
+            may_write(
+                caller,
+                kind,
+                &object.metadata().name,
+                false,
+                false,
+                pod_node.as_deref(),
+            )?;
             let created = registry.create(object).await?;
             Ok(json_response(StatusCode::CREATED, &created.to_json()))
         }
@@ -463,7 +481,10 @@ pub fn parse_selector(text: &str) -> Result<LabelSelector, ApiError> {
             selector
                 .match_expressions
                 .push(requirement(k, SelectorOperator::DoesNotExist, vec![]));
-        } else if part.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) {
+        } else if part
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+        {
             selector
                 .match_expressions
                 .push(requirement(part, SelectorOperator::Exists, vec![]));

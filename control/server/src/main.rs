@@ -85,8 +85,14 @@ fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
     let (a, b) = text
         .split_once('-')
         .ok_or_else(|| format!("{text:?}: expected FIRST-LAST, e.g. 30000-32767"))?;
-    let a: u16 = a.trim().parse().map_err(|_| format!("{a:?}: expected a port"))?;
-    let b: u16 = b.trim().parse().map_err(|_| format!("{b:?}: expected a port"))?;
+    let a: u16 = a
+        .trim()
+        .parse()
+        .map_err(|_| format!("{a:?}: expected a port"))?;
+    let b: u16 = b
+        .trim()
+        .parse()
+        .map_err(|_| format!("{b:?}: expected a port"))?;
     if a == 0 || a > b {
         return Err(format!("{text:?}: expected 1 <= FIRST <= LAST"));
     }
@@ -97,8 +103,7 @@ fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let args = Args::parse();
@@ -121,10 +126,11 @@ async fn main() -> anyhow::Result<()> {
                     ..EmbeddedOptions::default()
                 },
             )
-                .context("opening the embedded store")?,
+            .context("opening the embedded store")?,
         ),
         StoreKind::Etcd => Arc::new(
-            EtcdStore::connect(&args.etcd_endpoints, &args.etcd_prefix).context("connecting to etcd")?,
+            EtcdStore::connect(&args.etcd_endpoints, &args.etcd_prefix)
+                .context("connecting to etcd")?,
         ),
     };
     tracing::info!(store = %store.describe(), "store open");

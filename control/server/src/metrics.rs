@@ -37,10 +37,22 @@ impl Histogram {
     fn render(&self, out: &mut String, name: &str, labels: &str) {
         let sep = if labels.is_empty() { "" } else { "," };
         for (i, bound) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {}", self.counts[i]);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {}",
+                self.counts[i]
+            );
         }
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", self.count);
-        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+            self.count
+        );
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
         let _ = writeln!(out, "{name}_sum{braces} {}", self.sum);
         let _ = writeln!(out, "{name}_count{braces} {}", self.count);
     }
@@ -68,15 +80,26 @@ impl Metrics {
     }
 
     pub fn scheduled(&self, took: Duration) {
-        self.scheduling.lock().expect("metrics lock").observe(took.as_secs_f64());
+        self.scheduling
+            .lock()
+            .expect("metrics lock")
+            .observe(took.as_secs_f64());
     }
 
     pub fn queue(&self, controller: &'static str, depth: i64) {
-        self.queue_depth.lock().expect("metrics lock").insert(controller, depth);
+        self.queue_depth
+            .lock()
+            .expect("metrics lock")
+            .insert(controller, depth);
     }
 
     pub fn reconciled(&self, controller: &'static str, ok: bool) {
-        *self.reconciles.lock().expect("metrics lock").entry(controller).or_default() += 1;
+        *self
+            .reconciles
+            .lock()
+            .expect("metrics lock")
+            .entry(controller)
+            .or_default() += 1;
         if !ok {
             *self
                 .reconcile_errors
@@ -91,7 +114,11 @@ impl Metrics {
         let mut out = String::new();
         out.push_str("# HELP skiff_api_request_duration_seconds API request latency by verb and code.\n# TYPE skiff_api_request_duration_seconds histogram\n");
         for ((verb, code), h) in self.requests.lock().expect("metrics lock").iter() {
-            h.render(&mut out, "skiff_api_request_duration_seconds", &format!("verb=\"{verb}\",code=\"{code}\""));
+            h.render(
+                &mut out,
+                "skiff_api_request_duration_seconds",
+                &format!("verb=\"{verb}\",code=\"{code}\""),
+            );
         }
         let _ = write!(
             out,
@@ -99,7 +126,11 @@ impl Metrics {
             self.watches.load(Ordering::Relaxed)
         );
         out.push_str("# HELP skiff_scheduling_duration_seconds From pod creation to its binding to a node.\n# TYPE skiff_scheduling_duration_seconds histogram\n");
-        self.scheduling.lock().expect("metrics lock").render(&mut out, "skiff_scheduling_duration_seconds", "");
+        self.scheduling.lock().expect("metrics lock").render(
+            &mut out,
+            "skiff_scheduling_duration_seconds",
+            "",
+        );
         out.push_str("# HELP skiff_reconcile_queue_depth Changes seen but not yet reconciled, per controller.\n# TYPE skiff_reconcile_queue_depth gauge\n");
         for (c, d) in self.queue_depth.lock().expect("metrics lock").iter() {
             let _ = writeln!(out, "skiff_reconcile_queue_depth{{controller=\"{c}\"}} {d}");
@@ -110,7 +141,10 @@ impl Metrics {
         }
         out.push_str("# HELP skiff_reconcile_errors_total Reconcile passes that failed, per controller.\n# TYPE skiff_reconcile_errors_total counter\n");
         for (c, n) in self.reconcile_errors.lock().expect("metrics lock").iter() {
-            let _ = writeln!(out, "skiff_reconcile_errors_total{{controller=\"{c}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "skiff_reconcile_errors_total{{controller=\"{c}\"}} {n}"
+            );
         }
         let _ = write!(
             out,

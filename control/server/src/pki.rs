@@ -119,7 +119,7 @@ pub fn local_names(extra: &[String]) -> Vec<String> {
     if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
         for a in addrs {
             if let Some(ip) = a.address.as_ref().and_then(|s| s.as_sockaddr_in()) {
-                names.push(std::net::Ipv4Addr::from(ip.ip()).to_string());
+                names.push(ip.ip().to_string());
             }
         }
     }

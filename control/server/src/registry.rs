@@ -10,6 +10,7 @@
 use std::{collections::BTreeSet, ops::RangeInclusive, sync::Arc};
 
 use skiff_api::{
+    apps::REVISION_ANNOTATION,
     network_policy::Cidr,
     service::{ServiceType, HEADLESS},
     Kind, LabelSelector, Object,
@@ -201,7 +202,10 @@ impl Registry {
         let pinned = object.metadata().revision().is_some();
         for _ in 0..CONFLICT_RETRIES {
             let mut batch = Batch::default();
-            let Some(updated) = self.prepare_update(object.clone(), part, &mut batch).await? else {
+            let Some(updated) = self
+                .prepare_update(object.clone(), part, &mut batch)
+                .await?
+            else {
                 return self.get_written(&object).await;
             };
             match self.commit(batch).await? {
@@ -371,7 +375,11 @@ impl Registry {
         }
     }
 
-    async fn prepare_create(&self, mut object: Object, batch: &mut Batch) -> Result<Object, ApiError> {
+    async fn prepare_create(
+        &self,
+        mut object: Object,
+        batch: &mut Batch,
+    ) -> Result<Object, ApiError> {
         let kind = object.kind();
         if kind.namespaced() && object.metadata().namespace.is_none() {
             object.metadata_mut().namespace = Some("default".into());
@@ -399,7 +407,9 @@ impl Registry {
             meta.deletion_timestamp = None;
         }
         self.allocate(&mut object, None, batch).await?;
-        batch.preconditions.push(Precondition::Absent { key: key.clone() });
+        batch
+            .preconditions
+            .push(Precondition::Absent { key: key.clone() });
         batch.writes.push(Write::Put {
             key,
             value: encode(&object),
@@ -504,7 +514,11 @@ impl Registry {
                         ApiError::invalid(
                             Kind::Service,
                             &svc.metadata.name,
-                            vec![skiff_api::FieldError::new("spec.clusterIP", "nothing", e.to_string())],
+                            vec![skiff_api::FieldError::new(
+                                "spec.clusterIP",
+                                "nothing",
+                                e.to_string(),
+                            )],
                         )
                     })?;
                     svc.spec.cluster_ip = Some(ip.to_string());
@@ -516,7 +530,10 @@ impl Registry {
                             vec![skiff_api::FieldError::new(
                                 "spec.clusterIP",
                                 ip,
-                                format!("an address in the service range {}", self.addresses.service_cidr),
+                                format!(
+                                    "an address in the service range {}",
+                                    self.addresses.service_cidr
+                                ),
                             )],
                         ));
                     }
@@ -536,8 +553,10 @@ impl Registry {
                             }
                         }
                     }
-                    let mut alloc =
-                        NodePortAllocator::new(self.addresses.node_ports.clone(), used.iter().copied());
+                    let mut alloc = NodePortAllocator::new(
+                        self.addresses.node_ports.clone(),
+                        used.iter().copied(),
+                    );
                     let name = svc.metadata.name.clone();
                     for (i, port) in svc.spec.ports.iter_mut().enumerate() {
                         match port.node_port {
@@ -580,7 +599,11 @@ impl Registry {
                     ApiError::invalid(
                         Kind::Node,
                         &node.metadata.name,
-                        vec![skiff_api::FieldError::new("spec.podCIDR", "nothing", e.to_string())],
+                        vec![skiff_api::FieldError::new(
+                            "spec.podCIDR",
+                            "nothing",
+                            e.to_string(),
+                        )],
                     )
                 })?;
                 node.spec.pod_cidr = Some(cidr.to_string());
@@ -588,14 +611,20 @@ impl Registry {
             _ => {}
         }
         let now_held: BTreeSet<String> = allocation_keys(object).into_iter().collect();
-        let before: BTreeSet<String> = previous.map(allocation_keys).unwrap_or_default().into_iter().collect();
+        let before: BTreeSet<String> = previous
+            .map(allocation_keys)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
         for key in now_held.difference(&before) {
             if !batch.taken.insert(key.clone()) {
                 return Err(ApiError::Conflict(format!(
                     "{key} is asked for twice in one apply"
                 )));
             }
-            batch.preconditions.push(Precondition::Absent { key: key.clone() });
+            batch
+                .preconditions
+                .push(Precondition::Absent { key: key.clone() });
             batch.writes.push(Write::Put {
                 key: key.clone(),
                 value: owner.clone().into_bytes(),
@@ -767,6 +796,14 @@ fn merge_main(current: &Object, new: Object) -> Result<Object, ApiError> {
         }
         (Object::Deployment(new), Object::Deployment(cur)) => {
             new.status = cur.status.clone();
+            // The rollout revision is the deployment controller's; a re-applied manifest
+            // without it is not a change.
+            if let Some(r) = cur.metadata.annotations.get(REVISION_ANNOTATION) {
+                new.metadata
+                    .annotations
+                    .entry(REVISION_ANNOTATION.into())
+                    .or_insert_with(|| r.clone());
+            }
             if new.spec != cur.spec {
                 new.metadata.generation = Some(cur.metadata.generation.unwrap_or(1) + 1);
             }

@@ -27,7 +27,7 @@ use std::{
 };
 
 use skiff_api::{
-    apps::{Deployment, ReplicaSet},
+    apps::{Deployment, ReplicaSet, REVISION_ANNOTATION},
     core::{Condition, PodStatus},
     service::SERVICE_NAME_LABEL,
     EndpointSlice, Kind, Node, Object, Pod,
@@ -88,10 +88,16 @@ fn spawn_all(
     let second = Duration::from_secs(1);
     {
         let c = ctx.clone();
-        tasks.spawn(run("scheduler", ctx.clone(), &[Kind::Pod, Kind::Node], second, move || {
-            let c = c.clone();
-            async move { schedule(&c).await }
-        }));
+        tasks.spawn(run(
+            "scheduler",
+            ctx.clone(),
+            &[Kind::Pod, Kind::Node],
+            second,
+            move || {
+                let c = c.clone();
+                async move { schedule(&c).await }
+            },
+        ));
     }
     {
         let c = ctx.clone();
@@ -134,10 +140,16 @@ fn spawn_all(
     }
     {
         let c = ctx.clone();
-        tasks.spawn(run("nodes", ctx.clone(), &[Kind::Node], second, move || {
-            let c = c.clone();
-            async move { nodes(&c, node_grace).await }
-        }));
+        tasks.spawn(run(
+            "nodes",
+            ctx.clone(),
+            &[Kind::Node],
+            second,
+            move || {
+                let c = c.clone();
+                async move { nodes(&c, node_grace).await }
+            },
+        ));
     }
     {
         let c = ctx.clone();
@@ -159,7 +171,12 @@ fn spawn_all(
         tasks.spawn(run(
             "garbage-collector",
             ctx,
-            &[Kind::Namespace, Kind::Deployment, Kind::ReplicaSet, Kind::Service],
+            &[
+                Kind::Namespace,
+                Kind::Deployment,
+                Kind::ReplicaSet,
+                Kind::Service,
+            ],
             second * 2,
             move || {
                 let c = c.clone();
@@ -215,7 +232,12 @@ where
 }
 
 /// Wakes a runner on every change to `kind`; re-opens the watch if it ends or falls behind.
-async fn watch_kind(registry: Arc<Registry>, kind: Kind, notify: Arc<Notify>, pending: Arc<AtomicI64>) {
+async fn watch_kind(
+    registry: Arc<Registry>,
+    kind: Kind,
+    notify: Arc<Notify>,
+    pending: Arc<AtomicI64>,
+) {
     let prefix = kind_prefix(kind, None);
     loop {
         let from = match registry.store().revision().await {
@@ -317,8 +339,11 @@ async fn schedule(ctx: &Ctx) -> Result<(), ApiError> {
                     .as_deref()
                     .and_then(parse_rfc3339)
                 {
-                    ctx.metrics
-                        .scheduled(SystemTime::now().duration_since(created).unwrap_or_default());
+                    ctx.metrics.scheduled(
+                        SystemTime::now()
+                            .duration_since(created)
+                            .unwrap_or_default(),
+                    );
                 }
                 tracing::debug!(pod = %pod.metadata.name, %node, "scheduled");
             }
@@ -327,7 +352,12 @@ async fn schedule(ctx: &Ctx) -> Result<(), ApiError> {
                 status.phase = Some(skiff_api::PodPhase::Pending);
                 set_condition(
                     &mut status,
-                    Condition::new("PodScheduled", false, Some("Unschedulable"), Some(why.to_string())),
+                    Condition::new(
+                        "PodScheduled",
+                        false,
+                        Some("Unschedulable"),
+                        Some(why.to_string()),
+                    ),
                 );
                 let mut unscheduled = pod.clone();
                 unscheduled.status = Some(status);
@@ -355,7 +385,10 @@ where
     let mut groups: HashMap<String, Vec<T>> = HashMap::new();
     for item in items {
         if let Some(owner) = meta(item).controller() {
-            groups.entry(owner.uid.clone()).or_default().push(item.clone());
+            groups
+                .entry(owner.uid.clone())
+                .or_default()
+                .push(item.clone());
         }
     }
     groups
@@ -436,6 +469,20 @@ async fn deployments(ctx: &Ctx) -> Result<(), ApiError> {
                     .await,
             )?;
         }
+        if let Some(revision) = plan.revision.map(|r| r.to_string()) {
+            if d.metadata.annotations.get(REVISION_ANNOTATION) != Some(&revision) {
+                let mut annotated = d.clone();
+                annotated
+                    .metadata
+                    .annotations
+                    .insert(REVISION_ANNOTATION.into(), revision);
+                tolerate_races(
+                    ctx.registry
+                        .update(Object::Deployment(Box::new(annotated)), Part::Main)
+                        .await,
+                )?;
+            }
+        }
         if d.status.as_ref() != Some(&plan.status) {
             let mut updated = d.clone();
             updated.status = Some(plan.status);
@@ -478,7 +525,11 @@ async fn endpoint_slices(ctx: &Ctx) -> Result<(), ApiError> {
             let key = (ns.to_string(), slice.metadata.name.clone());
             wanted.insert(key.clone());
             match existing.get(&key) {
-                None => tolerate_races(ctx.registry.create(Object::EndpointSlice(Box::new(slice))).await)?,
+                None => tolerate_races(
+                    ctx.registry
+                        .create(Object::EndpointSlice(Box::new(slice)))
+                        .await,
+                )?,
                 Some(current) if slice_differs(current, &slice) => {
                     let mut slice = slice;
                     slice.metadata.resource_version = current.metadata.resource_version.clone();
@@ -525,7 +576,11 @@ async fn nodes(ctx: &Ctx, grace: Duration) -> Result<(), ApiError> {
     }
     for (namespace, name) in plan.evict {
         tracing::info!(%namespace, pod = %name, "evicting a pod from an unreachable node");
-        tolerate_races(ctx.registry.delete(Kind::Pod, &namespace, &name, true).await)?;
+        tolerate_races(
+            ctx.registry
+                .delete(Kind::Pod, &namespace, &name, true)
+                .await,
+        )?;
     }
     Ok(())
 }
@@ -557,23 +612,40 @@ async fn autoscale(
             Ok(_) | Err(ApiError::NotFound { .. }) => continue,
             Err(e) => return Err(e),
         };
-        let (pods, _) = ctx.registry.list(Kind::Pod, Some(&ns), Some(&target.spec.selector)).await?;
+        let (pods, _) = ctx
+            .registry
+            .list(Kind::Pod, Some(&ns), Some(&target.spec.selector))
+            .await?;
         let pods: Vec<Pod> = pods.into_iter().filter_map(pods_of).collect();
         let key = format!("{ns}/{}", hpa.metadata.name);
         let recommendations = history.entry(key).or_default();
-        let plan = autoscaler::reconcile(&hpa, &target, &pods, &metrics, recommendations, SystemTime::now());
+        let plan = autoscaler::reconcile(
+            &hpa,
+            &target,
+            &pods,
+            &metrics,
+            recommendations,
+            SystemTime::now(),
+        );
         if let Some(replicas) = plan.replicas {
             let mut scaled = target.clone();
             scaled.spec.replicas = Some(replicas);
             tracing::info!(deployment = %target.metadata.name, replicas, "autoscaling");
-            tolerate_races(ctx.registry.update(Object::Deployment(Box::new(scaled)), Part::Main).await)?;
+            tolerate_races(
+                ctx.registry
+                    .update(Object::Deployment(Box::new(scaled)), Part::Main)
+                    .await,
+            )?;
         }
         if hpa.status.as_ref() != Some(&plan.status) {
             let mut updated = (*hpa).clone();
             updated.status = Some(plan.status);
             tolerate_races(
                 ctx.registry
-                    .update(Object::HorizontalPodAutoscaler(Box::new(updated)), Part::Status)
+                    .update(
+                        Object::HorizontalPodAutoscaler(Box::new(updated)),
+                        Part::Status,
+                    )
                     .await,
             )?;
         }
@@ -584,7 +656,13 @@ async fn autoscale(
 async fn collect_garbage(ctx: &Ctx) -> Result<(), ApiError> {
     let mut uids: HashSet<String> = HashSet::new();
     let mut objects = Vec::new();
-    for kind in [Kind::Deployment, Kind::ReplicaSet, Kind::Service, Kind::Pod, Kind::EndpointSlice] {
+    for kind in [
+        Kind::Deployment,
+        Kind::ReplicaSet,
+        Kind::Service,
+        Kind::Pod,
+        Kind::EndpointSlice,
+    ] {
         let (list, _) = ctx.registry.list(kind, None, None).await?;
         uids.extend(list.iter().filter_map(|o| o.metadata().uid.clone()));
         objects.extend(list);

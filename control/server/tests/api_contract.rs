@@ -38,14 +38,18 @@ fn samples() -> Vec<(&'static str, bool, Value, Value, Option<Value>)> {
             false,
             json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}}),
             json!({"spec": {"unschedulable": true}}),
-            Some(json!({"capacity": {"cpu": "2", "memory": "4Gi"}, "conditions": [{"type": "Ready", "status": "True"}]})),
+            Some(
+                json!({"capacity": {"cpu": "2", "memory": "4Gi"}, "conditions": [{"type": "Ready", "status": "True"}]}),
+            ),
         ),
         (
             "pods",
             true,
             json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p1", "labels": {"app": "web"}}, "spec": pod_spec}),
             json!({"metadata": {"labels": {"app": "web", "v": "2"}}}),
-            Some(json!({"phase": "Running", "podIP": "10.244.0.5", "conditions": [{"type": "Ready", "status": "True"}]})),
+            Some(
+                json!({"phase": "Running", "podIP": "10.244.0.5", "conditions": [{"type": "Ready", "status": "True"}]}),
+            ),
         ),
         (
             "deployments",
@@ -138,7 +142,10 @@ fn every_kind_and_verb(api: &Api) {
         let name = object["metadata"]["name"].as_str().unwrap().to_string();
         // create
         let created = api.expect("POST", &path(plural, ns, None), Some(&object), 201);
-        assert!(created["metadata"]["uid"].is_string(), "{plural}: {created}");
+        assert!(
+            created["metadata"]["uid"].is_string(),
+            "{plural}: {created}"
+        );
         assert!(created["metadata"]["creationTimestamp"].is_string());
         let first = rv(&created);
         // create again: AlreadyExists
@@ -149,11 +156,18 @@ fn every_kind_and_verb(api: &Api) {
         assert_eq!(got, created, "{plural}: get returns what create returned");
         // list, in the namespace and across namespaces
         let list = api.expect("GET", &path(plural, ns, None), None, 200);
-        assert!(list["items"].as_array().unwrap().iter().any(|i| i["metadata"]["name"] == name.as_str()));
+        assert!(list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["metadata"]["name"] == name.as_str()));
         assert!(list["metadata"]["resourceVersion"].is_string());
         if namespaced {
             let all = api.expect("GET", &path(plural, None, None), None, 200);
-            assert!(!all["items"].as_array().unwrap().is_empty(), "{plural} across namespaces");
+            assert!(
+                !all["items"].as_array().unwrap().is_empty(),
+                "{plural} across namespaces"
+            );
         }
         // update with the current resourceVersion
         let mut updated = got.clone();
@@ -175,23 +189,40 @@ fn every_kind_and_verb(api: &Api) {
                 Some(&with_status),
                 200,
             );
-            assert!(contains(&s["status"], status), "{plural} status written: {s}");
-            assert_eq!(s["metadata"]["labels"], after["metadata"]["labels"], "{plural}: labels untouched by a status write");
+            assert!(
+                contains(&s["status"], status),
+                "{plural} status written: {s}"
+            );
+            assert_eq!(
+                s["metadata"]["labels"], after["metadata"]["labels"],
+                "{plural}: labels untouched by a status write"
+            );
             // a spec update keeps the status
             let mut spec_again = s.clone();
             spec_again["status"] = Value::Null;
             if let Some(o) = spec_again.as_object_mut() {
                 o.remove("status");
             }
-            let kept = api.expect("PUT", &path(plural, ns, Some(&name)), Some(&spec_again), 200);
-            assert!(contains(&kept["status"], status), "{plural}: a spec write keeps the status: {kept}");
+            let kept = api.expect(
+                "PUT",
+                &path(plural, ns, Some(&name)),
+                Some(&spec_again),
+                200,
+            );
+            assert!(
+                contains(&kept["status"], status),
+                "{plural}: a spec write keeps the status: {kept}"
+            );
         }
         // unknown field: rejected with its name
         let mut unknown = object.clone();
         unknown["spec_typo"] = json!(1);
         let (code, body) = api.call("POST", &path(plural, ns, None), Some(&unknown));
         assert_eq!(code, 400, "{plural}: {body}");
-        assert!(body["message"].as_str().unwrap().contains("spec_typo"), "{body}");
+        assert!(
+            body["message"].as_str().unwrap().contains("spec_typo"),
+            "{body}"
+        );
         // delete, then it is gone
         api.expect("DELETE", &path(plural, ns, Some(&name)), None, 200);
         let gone = api.expect("GET", &path(plural, ns, Some(&name)), None, 404);
@@ -204,16 +235,34 @@ fn validation_names_field_and_value(api: &Api) {
     let bad = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "bad"},
         "spec": {"replicas": -1, "selector": {"matchLabels": {"app": "x"}},
             "template": {"metadata": {"labels": {"app": "y"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
-    let body = api.expect("POST", "/api/v1/namespaces/default/deployments", Some(&bad), 422);
+    let body = api.expect(
+        "POST",
+        "/api/v1/namespaces/default/deployments",
+        Some(&bad),
+        422,
+    );
     assert_eq!(body["reason"], "Invalid");
     let details = body["details"].as_array().unwrap();
-    assert!(details.iter().any(|d| d["path"] == "spec.replicas" && d["found"] == "-1"), "{body}");
-    assert!(details.iter().any(|d| d["path"] == "spec.template.metadata.labels"), "{body}");
+    assert!(
+        details
+            .iter()
+            .any(|d| d["path"] == "spec.replicas" && d["found"] == "-1"),
+        "{body}"
+    );
+    assert!(
+        details
+            .iter()
+            .any(|d| d["path"] == "spec.template.metadata.labels"),
+        "{body}"
+    );
     // a namespace that does not exist
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
         "spec": {"containers": [{"name": "c", "image": "i"}]}});
     let body = api.expect("POST", "/api/v1/namespaces/nowhere/pods", Some(&pod), 404);
-    assert!(body["message"].as_str().unwrap().contains("nowhere"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("nowhere"),
+        "{body}"
+    );
 }
 
 fn apply_is_all_or_nothing(api: &Api) {
@@ -222,22 +271,51 @@ fn apply_is_all_or_nothing(api: &Api) {
         "spec": {"selector": {"app": "api"}, "ports": [{"port": 80}]}});
     let bad = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "broken", "namespace": "atomic"},
         "spec": {"ports": [{"port": 0}]}});
-    let body = api.expect("POST", "/api/v1/apply", Some(&json!({"objects": [good, svc, bad]})), 422);
-    assert!(body["message"].as_str().unwrap().contains("spec.ports[0].port"), "{body}");
+    let body = api.expect(
+        "POST",
+        "/api/v1/apply",
+        Some(&json!({"objects": [good, svc, bad]})),
+        422,
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.ports[0].port"),
+        "{body}"
+    );
     api.expect("GET", "/api/v1/namespaces/atomic", None, 404);
     // the same without the broken one: created, then unchanged, then configured
-    let result = api.expect("POST", "/api/v1/apply", Some(&json!({"objects": [good, svc]})), 200);
+    let result = api.expect(
+        "POST",
+        "/api/v1/apply",
+        Some(&json!({"objects": [good, svc]})),
+        200,
+    );
     assert_eq!(result[0]["action"], "created", "{result}");
     assert_eq!(result[1]["action"], "created", "{result}");
-    let again = api.expect("POST", "/api/v1/apply", Some(&json!({"objects": [good, svc]})), 200);
+    let again = api.expect(
+        "POST",
+        "/api/v1/apply",
+        Some(&json!({"objects": [good, svc]})),
+        200,
+    );
     assert_eq!(again[1]["action"], "unchanged", "{again}");
     let mut changed = svc.clone();
     changed["spec"]["ports"][0]["port"] = json!(81);
-    let third = api.expect("POST", "/api/v1/apply", Some(&json!({"objects": [good, changed]})), 200);
+    let third = api.expect(
+        "POST",
+        "/api/v1/apply",
+        Some(&json!({"objects": [good, changed]})),
+        200,
+    );
     assert_eq!(third[1]["action"], "configured", "{third}");
     let got = api.expect("GET", "/api/v1/namespaces/atomic/services/api", None, 200);
     assert_eq!(got["spec"]["ports"][0]["port"], 81);
-    assert_eq!(got["spec"]["clusterIP"], api.expect("GET", "/api/v1/namespaces/atomic/services/api", None, 200)["spec"]["clusterIP"]);
+    assert_eq!(
+        got["spec"]["clusterIP"],
+        api.expect("GET", "/api/v1/namespaces/atomic/services/api", None, 200)["spec"]["clusterIP"]
+    );
 }
 
 fn addresses_are_never_handed_out_twice(api: &Api) {
@@ -246,8 +324,17 @@ fn addresses_are_never_handed_out_twice(api: &Api) {
     for i in 0..20 {
         let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": format!("s{i}")},
             "spec": {"type": "NodePort", "selector": {"app": "x"}, "ports": [{"port": 80}]}});
-        let created = api.expect("POST", "/api/v1/namespaces/default/services", Some(&svc), 201);
-        let ip: std::net::Ipv4Addr = created["spec"]["clusterIP"].as_str().unwrap().parse().unwrap();
+        let created = api.expect(
+            "POST",
+            "/api/v1/namespaces/default/services",
+            Some(&svc),
+            201,
+        );
+        let ip: std::net::Ipv4Addr = created["spec"]["clusterIP"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert_eq!(ip.octets()[..2], [10, 96], "{ip} in the service range");
         assert!(ips.insert(ip), "{ip} handed out twice");
         let port = created["spec"]["ports"][0]["nodePort"].as_u64().unwrap();
@@ -258,47 +345,97 @@ fn addresses_are_never_handed_out_twice(api: &Api) {
     let taken = ips.iter().next().unwrap().to_string();
     let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "thief"},
         "spec": {"clusterIP": taken, "selector": {"app": "x"}, "ports": [{"port": 80}]}});
-    let body = api.expect("POST", "/api/v1/namespaces/default/services", Some(&svc), 422);
-    assert!(body["message"].as_str().unwrap().contains("held by"), "{body}");
+    let body = api.expect(
+        "POST",
+        "/api/v1/namespaces/default/services",
+        Some(&svc),
+        422,
+    );
+    assert!(
+        body["message"].as_str().unwrap().contains("held by"),
+        "{body}"
+    );
     // deleting releases: the address can be asked for again
-    api.expect("DELETE", "/api/v1/namespaces/default/services/s0", None, 200);
+    api.expect(
+        "DELETE",
+        "/api/v1/namespaces/default/services/s0",
+        None,
+        200,
+    );
     let s0_ip = ips.iter().next().unwrap();
     let _ = s0_ip;
     // node pod CIDRs
     let mut cidrs = std::collections::BTreeSet::new();
     for i in 0..5 {
-        let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": format!("cidr{i}")}});
+        let node =
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": format!("cidr{i}")}});
         let created = api.expect("POST", "/api/v1/nodes", Some(&node), 201);
         let cidr = created["spec"]["podCIDR"].as_str().unwrap().to_string();
-        assert!(cidr.starts_with("10.244.") && cidr.ends_with("/24"), "{cidr}");
+        assert!(
+            cidr.starts_with("10.244.") && cidr.ends_with("/24"),
+            "{cidr}"
+        );
         assert!(cidrs.insert(cidr.clone()), "{cidr} twice");
     }
     for i in 0..20 {
-        api.call("DELETE", &format!("/api/v1/namespaces/default/services/s{i}"), None);
+        api.call(
+            "DELETE",
+            &format!("/api/v1/namespaces/default/services/s{i}"),
+            None,
+        );
     }
 }
 
 fn read_event(lines: &mut impl Iterator<Item = std::io::Result<String>>) -> Value {
-    let line = lines.next().expect("the watch stream ended").expect("read a watch line");
+    let line = lines
+        .next()
+        .expect("the watch stream ended")
+        .expect("read a watch line");
     serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
 }
 
 fn watch_resumes_and_expires(api: &Api, expire: impl FnOnce(&Api, u64)) {
-    let list = api.expect("GET", "/api/v1/namespaces/default/networkpolicies", None, 200);
-    let start: u64 = list["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+    let list = api.expect(
+        "GET",
+        "/api/v1/namespaces/default/networkpolicies",
+        None,
+        200,
+    );
+    let start: u64 = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let policy = |name: &str| {
         json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": name},
             "spec": {"podSelector": {}}})
     };
     // changes made while nobody watches...
-    let a = api.expect("POST", "/api/v1/namespaces/default/networkpolicies", Some(&policy("a")), 201);
+    let a = api.expect(
+        "POST",
+        "/api/v1/namespaces/default/networkpolicies",
+        Some(&policy("a")),
+        201,
+    );
     let mut a2 = a.clone();
     a2["metadata"]["labels"] = json!({"x": "1"});
-    api.expect("PUT", "/api/v1/namespaces/default/networkpolicies/a", Some(&a2), 200);
-    api.expect("DELETE", "/api/v1/namespaces/default/networkpolicies/a", None, 200);
+    api.expect(
+        "PUT",
+        "/api/v1/namespaces/default/networkpolicies/a",
+        Some(&a2),
+        200,
+    );
+    api.expect(
+        "DELETE",
+        "/api/v1/namespaces/default/networkpolicies/a",
+        None,
+        200,
+    );
     // ...are replayed, in order, by a watch from the list's resourceVersion
     let response = api
-        .watch(&format!("/api/v1/namespaces/default/networkpolicies?watch=true&resourceVersion={start}"))
+        .watch(&format!(
+            "/api/v1/namespaces/default/networkpolicies?watch=true&resourceVersion={start}"
+        ))
         .expect("watch opens");
     let mut lines = std::io::BufReader::new(response).lines();
     let types: Vec<String> = (0..3)
@@ -306,30 +443,57 @@ fn watch_resumes_and_expires(api: &Api, expire: impl FnOnce(&Api, u64)) {
         .collect();
     assert_eq!(types, ["ADDED", "MODIFIED", "DELETED"]);
     // then live changes
-    api.expect("POST", "/api/v1/namespaces/default/networkpolicies", Some(&policy("b")), 201);
+    api.expect(
+        "POST",
+        "/api/v1/namespaces/default/networkpolicies",
+        Some(&policy("b")),
+        201,
+    );
     let live = read_event(&mut lines);
     assert_eq!(live["type"], "ADDED");
     assert_eq!(live["object"]["metadata"]["name"], "b");
-    api.expect("DELETE", "/api/v1/namespaces/default/networkpolicies/b", None, 200);
+    api.expect(
+        "DELETE",
+        "/api/v1/namespaces/default/networkpolicies/b",
+        None,
+        200,
+    );
     // a label-selected watch only sees matching objects
     let selected = api
         .watch("/api/v1/namespaces/default/networkpolicies?watch=true&labelSelector=team%3Dred")
         .expect("watch opens");
     let mut selected = std::io::BufReader::new(selected).lines();
-    api.expect("POST", "/api/v1/namespaces/default/networkpolicies", Some(&policy("blue")), 201);
+    api.expect(
+        "POST",
+        "/api/v1/namespaces/default/networkpolicies",
+        Some(&policy("blue")),
+        201,
+    );
     let mut red = policy("red");
     red["metadata"]["labels"] = json!({"team": "red"});
-    api.expect("POST", "/api/v1/namespaces/default/networkpolicies", Some(&red), 201);
-    assert_eq!(read_event(&mut selected)["object"]["metadata"]["name"], "red");
+    api.expect(
+        "POST",
+        "/api/v1/namespaces/default/networkpolicies",
+        Some(&red),
+        201,
+    );
+    assert_eq!(
+        read_event(&mut selected)["object"]["metadata"]["name"],
+        "red"
+    );
     // history that is gone: 410 Expired, with what to do
     expire(api, start);
-    let (code, body) = api
-        .watch(&format!("/api/v1/namespaces/default/networkpolicies?watch=true&resourceVersion={start}"))
-        .err()
-        .expect("a too-old watch is refused");
+    let Err((code, body)) = api.watch(&format!(
+        "/api/v1/namespaces/default/networkpolicies?watch=true&resourceVersion={start}"
+    )) else {
+        panic!("a too-old watch must be refused");
+    };
     assert_eq!(code, 410, "{body}");
     assert_eq!(body["reason"], "Expired");
-    assert!(body["message"].as_str().unwrap().contains("list again"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("list again"),
+        "{body}"
+    );
 }
 
 fn auth_rules(api: &Api, dir: &std::path::Path) {
@@ -342,9 +506,19 @@ fn auth_rules(api: &Api, dir: &std::path::Path) {
     let join_token = std::fs::read_to_string(dir.join("join-token")).unwrap();
     let joiner = api.with_token(Some(join_token.trim()));
     assert_eq!(joiner.call("GET", "/api/v1/pods", None).0, 403);
-    let joined = joiner.expect("POST", "/api/v1/join", Some(&json!({"nodeName": "w1"})), 200);
+    let joined = joiner.expect(
+        "POST",
+        "/api/v1/join",
+        Some(&json!({"nodeName": "w1"})),
+        200,
+    );
     let node = api.with_token(joined["token"].as_str());
-    let other = joiner.expect("POST", "/api/v1/join", Some(&json!({"nodeName": "w2"})), 200);
+    let other = joiner.expect(
+        "POST",
+        "/api/v1/join",
+        Some(&json!({"nodeName": "w2"})),
+        200,
+    );
     let other = api.with_token(other["token"].as_str());
     // a node registers itself and writes its own status...
     let me = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "w1"}});
@@ -355,32 +529,89 @@ fn auth_rules(api: &Api, dir: &std::path::Path) {
     // ...but not another node's, nor anything else
     let mut them = me.clone();
     them["metadata"]["name"] = json!("w1");
-    assert_eq!(other.call("PUT", "/api/v1/nodes/w1/status", Some(&status)).0, 403);
+    assert_eq!(
+        other
+            .call("PUT", "/api/v1/nodes/w1/status", Some(&status))
+            .0,
+        403
+    );
     let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "evil"}});
     let (code, body) = node.call("POST", "/api/v1/namespaces", Some(&ns));
     assert_eq!(code, 403, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("node w1 may write only"), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("node w1 may write only"),
+        "{body}"
+    );
     // pods: only the status of its own pods
     let pod = |name: &str, on: &str| {
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
             "spec": {"nodeName": on, "containers": [{"name": "c", "image": "i"}]}})
     };
-    api.expect("POST", "/api/v1/namespaces/default/pods", Some(&pod("mine", "w1")), 201);
-    api.expect("POST", "/api/v1/namespaces/default/pods", Some(&pod("theirs", "w2")), 201);
+    api.expect(
+        "POST",
+        "/api/v1/namespaces/default/pods",
+        Some(&pod("mine", "w1")),
+        201,
+    );
+    api.expect(
+        "POST",
+        "/api/v1/namespaces/default/pods",
+        Some(&pod("theirs", "w2")),
+        201,
+    );
     let mut mine = node.expect("GET", "/api/v1/namespaces/default/pods/mine", None, 200);
     mine["status"] = json!({"phase": "Running"});
-    node.expect("PUT", "/api/v1/namespaces/default/pods/mine/status", Some(&mine), 200);
-    assert_eq!(node.call("PUT", "/api/v1/namespaces/default/pods/mine", Some(&mine)).0, 403);
+    node.expect(
+        "PUT",
+        "/api/v1/namespaces/default/pods/mine/status",
+        Some(&mine),
+        200,
+    );
+    assert_eq!(
+        node.call("PUT", "/api/v1/namespaces/default/pods/mine", Some(&mine))
+            .0,
+        403
+    );
     let mut theirs = node.expect("GET", "/api/v1/namespaces/default/pods/theirs", None, 200);
     theirs["status"] = json!({"phase": "Running"});
-    assert_eq!(node.call("PUT", "/api/v1/namespaces/default/pods/theirs/status", Some(&theirs)).0, 403);
-    assert_eq!(node.call("DELETE", "/api/v1/namespaces/default/pods/theirs", None).0, 403);
-    node.expect("DELETE", "/api/v1/namespaces/default/pods/mine?gracePeriodSeconds=0", None, 200);
-    api.expect("DELETE", "/api/v1/namespaces/default/pods/theirs?gracePeriodSeconds=0", None, 200);
+    assert_eq!(
+        node.call(
+            "PUT",
+            "/api/v1/namespaces/default/pods/theirs/status",
+            Some(&theirs)
+        )
+        .0,
+        403
+    );
+    assert_eq!(
+        node.call("DELETE", "/api/v1/namespaces/default/pods/theirs", None)
+            .0,
+        403
+    );
+    node.expect(
+        "DELETE",
+        "/api/v1/namespaces/default/pods/mine?gracePeriodSeconds=0",
+        None,
+        200,
+    );
+    api.expect(
+        "DELETE",
+        "/api/v1/namespaces/default/pods/theirs?gracePeriodSeconds=0",
+        None,
+        200,
+    );
     // a node's usage sample: its own only
     let sample = json!({"node": "w1", "timestamp": "2026-11-22T10:00:00Z", "cpuMillicores": 250, "memoryBytes": 1048576, "pods": []});
     node.expect("PUT", "/api/v1/nodes/w1/metrics", Some(&sample), 200);
-    assert_eq!(other.call("PUT", "/api/v1/nodes/w1/metrics", Some(&sample)).0, 403);
+    assert_eq!(
+        other
+            .call("PUT", "/api/v1/nodes/w1/metrics", Some(&sample))
+            .0,
+        403
+    );
     let all = api.expect("GET", "/api/v1/metrics", None, 200);
     assert_eq!(all[0]["node"], "w1");
     // a server the client does not trust is refused (TLS verifies against the cluster CA)
@@ -423,7 +654,8 @@ fn api_contract_on_etcd() {
     let endpoint = etcd.endpoint();
     suite(&control, move |api, _start| {
         // Make history older than `start` go away, as an operator's compaction would.
-        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "compact-me"}});
+        let ns =
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "compact-me"}});
         api.expect("POST", "/api/v1/namespaces", Some(&ns), 201);
         let client = reqwest::blocking::Client::new();
         let status: Value = client

@@ -31,7 +31,12 @@ struct SimNode {
 impl SimNode {
     fn start(admin: &Api, join_token: &str, name: &str) -> SimNode {
         let joiner = admin.with_token(Some(join_token));
-        let joined = joiner.expect("POST", "/api/v1/join", Some(&json!({"nodeName": name})), 200);
+        let joined = joiner.expect(
+            "POST",
+            "/api/v1/join",
+            Some(&json!({"nodeName": name})),
+            200,
+        );
         let api = admin.with_token(joined["token"].as_str());
         let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}}});
         let created = api.expect("PUT", &format!("/api/v1/nodes/{name}"), Some(&node), 200);
@@ -49,7 +54,8 @@ impl SimNode {
                 if !a.load(Ordering::Relaxed) {
                     continue;
                 }
-                let Ok((200, mut me)) = api.raw("GET", &format!("/api/v1/nodes/{name}"), None) else {
+                let Ok((200, mut me)) = api.raw("GET", &format!("/api/v1/nodes/{name}"), None)
+                else {
                     continue;
                 };
                 me["status"] = json!({
@@ -59,7 +65,9 @@ impl SimNode {
                     "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
                         "lastHeartbeatTime": rfc3339(SystemTime::now())}]});
                 let _ = api.raw("PUT", &format!("/api/v1/nodes/{name}/status"), Some(&me));
-                let Ok((200, pods)) = api.raw("GET", "/api/v1/pods", None) else { continue };
+                let Ok((200, pods)) = api.raw("GET", "/api/v1/pods", None) else {
+                    continue;
+                };
                 let mut samples = Vec::new();
                 for pod in pods["items"].as_array().unwrap() {
                     if pod["spec"]["nodeName"] != name.as_str() {
@@ -88,7 +96,11 @@ impl SimNode {
                 }
                 let sample = json!({"node": name, "timestamp": rfc3339(SystemTime::now()),
                     "cpuMillicores": 100, "memoryBytes": 1 << 30, "pods": samples});
-                let _ = api.raw("PUT", &format!("/api/v1/nodes/{name}/metrics"), Some(&sample));
+                let _ = api.raw(
+                    "PUT",
+                    &format!("/api/v1/nodes/{name}/metrics"),
+                    Some(&sample),
+                );
             }
         });
         SimNode {
@@ -119,9 +131,16 @@ fn cluster() -> (Control, Vec<SimNode>) {
     // Placement is only meaningful once every node has reported Ready.
     eventually(Duration::from_secs(10), "3 Ready nodes", || {
         let list = control.api.expect("GET", "/api/v1/nodes", None, 200);
-        let ready = list["items"].as_array()?.iter().filter(|n| {
-            n["status"]["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
-        }).count();
+        let ready = list["items"]
+            .as_array()?
+            .iter()
+            .filter(|n| {
+                n["status"]["conditions"].as_array().is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
+            })
+            .count();
         (ready == 3).then_some(())
     });
     (control, nodes)
@@ -139,23 +158,37 @@ fn deployment(name: &str, replicas: u32, version: &str) -> Value {
 }
 
 fn pods(api: &Api, app: &str) -> Vec<Value> {
-    let list = api.expect("GET", &format!("/api/v1/namespaces/default/pods?labelSelector=app%3D{app}"), None, 200);
+    let list = api.expect(
+        "GET",
+        &format!("/api/v1/namespaces/default/pods?labelSelector=app%3D{app}"),
+        None,
+        200,
+    );
     list["items"].as_array().unwrap().clone()
 }
 
 fn ready(pod: &Value) -> bool {
     pod["metadata"]["deletionTimestamp"].is_null()
-        && pod["status"]["conditions"]
-            .as_array()
-            .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        && pod["status"]["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
 }
 
 fn version(pod: &Value) -> String {
-    pod["spec"]["containers"][0]["env"][0]["value"].as_str().unwrap_or("").to_string()
+    pod["spec"]["containers"][0]["env"][0]["value"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
 }
 
 fn apply(api: &Api, objects: &[Value]) -> Value {
-    api.expect("POST", "/api/v1/apply", Some(&json!({"objects": objects})), 200)
+    api.expect(
+        "POST",
+        "/api/v1/apply",
+        Some(&json!({"objects": objects})),
+        200,
+    )
 }
 
 #[test]
@@ -172,25 +205,60 @@ fn deployments_scale_roll_and_survive_node_loss() {
     });
     let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
     for p in pods(&api, "web") {
-        *per_node.entry(p["spec"]["nodeName"].as_str().unwrap().into()).or_default() += 1;
+        *per_node
+            .entry(p["spec"]["nodeName"].as_str().unwrap().into())
+            .or_default() += 1;
     }
-    assert_eq!(per_node.values().copied().collect::<Vec<_>>(), [2, 2, 2], "{per_node:?}");
+    assert_eq!(
+        per_node.values().copied().collect::<Vec<_>>(),
+        [2, 2, 2],
+        "{per_node:?}"
+    );
 
     // Endpoints: the ready pods' addresses, the named port resolved.
     eventually(Duration::from_secs(10), "endpoints of web", || {
-        let slice = api.raw("GET", "/api/v1/namespaces/default/endpointslices/web", None).ok()?.1;
-        let ready = slice["endpoints"].as_array()?.iter().filter(|e| e["conditions"]["ready"] == true).count();
+        let slice = api
+            .raw("GET", "/api/v1/namespaces/default/endpointslices/web", None)
+            .ok()?
+            .1;
+        let ready = slice["endpoints"]
+            .as_array()?
+            .iter()
+            .filter(|e| e["conditions"]["ready"] == true)
+            .count();
         (ready == 6 && slice["ports"][0]["port"] == 8080).then_some(())
     });
 
     // Scale down and up.
-    let mut d = api.expect("GET", "/api/v1/namespaces/default/deployments/web", None, 200);
+    let mut d = api.expect(
+        "GET",
+        "/api/v1/namespaces/default/deployments/web",
+        None,
+        200,
+    );
     d["spec"]["replicas"] = json!(2);
-    api.expect("PUT", "/api/v1/namespaces/default/deployments/web", Some(&d), 200);
-    eventually(Duration::from_secs(20), "2 pods", || (pods(&api, "web").len() == 2).then_some(()));
-    let mut d = api.expect("GET", "/api/v1/namespaces/default/deployments/web", None, 200);
+    api.expect(
+        "PUT",
+        "/api/v1/namespaces/default/deployments/web",
+        Some(&d),
+        200,
+    );
+    eventually(Duration::from_secs(20), "2 pods", || {
+        (pods(&api, "web").len() == 2).then_some(())
+    });
+    let mut d = api.expect(
+        "GET",
+        "/api/v1/namespaces/default/deployments/web",
+        None,
+        200,
+    );
     d["spec"]["replicas"] = json!(6);
-    api.expect("PUT", "/api/v1/namespaces/default/deployments/web", Some(&d), 200);
+    api.expect(
+        "PUT",
+        "/api/v1/namespaces/default/deployments/web",
+        Some(&d),
+        200,
+    );
     eventually(Duration::from_secs(20), "6 ready pods again", || {
         (pods(&api, "web").iter().filter(|p| ready(p)).count() == 6).then_some(())
     });
@@ -206,9 +274,22 @@ fn deployments_scale_roll_and_survive_node_loss() {
                 let all = pods(&api, "web");
                 let ready_now = all.iter().filter(|p| ready(p)).count();
                 // As in Kubernetes, pods already terminating no longer count as replicas.
-                let live = all.iter().filter(|p| p["metadata"]["deletionTimestamp"].is_null()).count();
-                let sets = api.expect("GET", "/api/v1/namespaces/default/replicasets?labelSelector=app%3Dweb", None, 200);
-                let planned: u64 = sets["items"].as_array().unwrap().iter().map(|r| r["spec"]["replicas"].as_u64().unwrap_or(0)).sum();
+                let live = all
+                    .iter()
+                    .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+                    .count();
+                let sets = api.expect(
+                    "GET",
+                    "/api/v1/namespaces/default/replicasets?labelSelector=app%3Dweb",
+                    None,
+                    200,
+                );
+                let planned: u64 = sets["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r["spec"]["replicas"].as_u64().unwrap_or(0))
+                    .sum();
                 let mut w = worst.lock().unwrap();
                 w.0 = w.0.min(ready_now);
                 w.1 = w.1.max(live);
@@ -225,31 +306,55 @@ fn deployments_scale_roll_and_survive_node_loss() {
     sampler.join().unwrap();
     let (min_ready, max_pods, max_planned) = *worst.lock().unwrap();
     println!("rolling update: at least {min_ready} ready, at most {max_planned} replicas planned, {max_pods} live pods seen");
-    assert!(min_ready >= 5, "availability fell to {min_ready} ready pods");
+    assert!(
+        min_ready >= 5,
+        "availability fell to {min_ready} ready pods"
+    );
     // Kubernetes' surge bound is on the ReplicaSets' replicas; pods lag them by a pass.
     assert!(max_planned <= 7, "surge planned {max_planned} replicas");
-    let status = api.expect("GET", "/api/v1/namespaces/default/deployments/web", None, 200)["status"].clone();
+    let status = api.expect(
+        "GET",
+        "/api/v1/namespaces/default/deployments/web",
+        None,
+        200,
+    )["status"]
+        .clone();
     assert_eq!(status["updatedReplicas"], 6, "{status}");
 
     // Node loss: n3 stops heartbeating; its pods come back elsewhere and leave the endpoints.
     nodes[2].alive.store(false, Ordering::Relaxed);
     eventually(Duration::from_secs(20), "n3 NotReady", || {
         let n = api.expect("GET", "/api/v1/nodes/n3", None, 200);
-        let cond = n["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == "Ready")?.clone();
+        let cond = n["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "Ready")?
+            .clone();
         (cond["status"] != "True").then_some(())
     });
     eventually(Duration::from_secs(20), "6 ready pods on n1 and n2", || {
         let all = pods(&api, "web");
-        let on: BTreeSet<String> = all.iter().map(|p| p["spec"]["nodeName"].as_str().unwrap_or("").to_string()).collect();
+        let on: BTreeSet<String> = all
+            .iter()
+            .map(|p| p["spec"]["nodeName"].as_str().unwrap_or("").to_string())
+            .collect();
         (all.iter().filter(|p| ready(p)).count() == 6 && !on.contains("n3")).then_some(())
     });
     eventually(Duration::from_secs(10), "endpoints without n3", || {
-        let slice = api.raw("GET", "/api/v1/namespaces/default/endpointslices/web", None).ok()?.1;
+        let slice = api
+            .raw("GET", "/api/v1/namespaces/default/endpointslices/web", None)
+            .ok()?
+            .1;
         let eps = slice["endpoints"].as_array()?;
         (eps.len() == 6 && eps.iter().all(|e| e["nodeName"] != "n3")).then_some(())
     });
     let n3 = api.expect("GET", "/api/v1/nodes/n3", None, 200);
-    assert!(n3["spec"]["taints"].to_string().contains("node.kubernetes.io/unreachable"), "{n3}");
+    assert!(
+        n3["spec"]["taints"]
+            .to_string()
+            .contains("node.kubernetes.io/unreachable"),
+        "{n3}"
+    );
     drop(nodes);
 }
 
@@ -259,14 +364,27 @@ fn unschedulable_pods_say_why_and_the_autoscaler_scales_one_deployment() {
     let api = control.api.clone();
     // 100 CPUs fit nowhere.
     let mut huge = deployment("huge", 1, "v1");
-    huge["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"] = json!("100");
+    huge["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"] =
+        json!("100");
     apply(&api, &[huge]);
-    let message = eventually(Duration::from_secs(10), "an Unschedulable condition", || {
-        let p = pods(&api, "huge").into_iter().next()?;
-        let c = p["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == "PodScheduled")?.clone();
-        (c["reason"] == "Unschedulable").then(|| c["message"].as_str().unwrap_or("").to_string())
-    });
-    assert!(message.contains("0/3 nodes are available") && message.contains("Insufficient cpu"), "{message}");
+    let message = eventually(
+        Duration::from_secs(10),
+        "an Unschedulable condition",
+        || {
+            let p = pods(&api, "huge").into_iter().next()?;
+            let c = p["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "PodScheduled")?
+                .clone();
+            (c["reason"] == "Unschedulable")
+                .then(|| c["message"].as_str().unwrap_or("").to_string())
+        },
+    );
+    assert!(
+        message.contains("0/3 nodes are available") && message.contains("Insufficient cpu"),
+        "{message}"
+    );
 
     // The worker scales on its own load; the front end next to it does not move.
     let hpa = json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "worker"},
@@ -274,7 +392,14 @@ fn unschedulable_pods_say_why_and_the_autoscaler_scales_one_deployment() {
             "minReplicas": 1, "maxReplicas": 4,
             "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}}],
             "behavior": {"scaleDown": {"stabilizationWindowSeconds": 2}}}});
-    apply(&api, &[deployment("worker", 1, "v1"), deployment("front", 2, "v1"), hpa]);
+    apply(
+        &api,
+        &[
+            deployment("worker", 1, "v1"),
+            deployment("front", 2, "v1"),
+            hpa,
+        ],
+    );
     eventually(Duration::from_secs(20), "worker and front ready", || {
         (pods(&api, "worker").iter().filter(|p| ready(p)).count() == 1
             && pods(&api, "front").iter().filter(|p| ready(p)).count() == 2)
@@ -285,20 +410,44 @@ fn unschedulable_pods_say_why_and_the_autoscaler_scales_one_deployment() {
         n.usage.store(200, Ordering::Relaxed);
     }
     eventually(Duration::from_secs(30), "worker scaled up to 4", || {
-        let d = api.expect("GET", "/api/v1/namespaces/default/deployments/worker", None, 200);
+        let d = api.expect(
+            "GET",
+            "/api/v1/namespaces/default/deployments/worker",
+            None,
+            200,
+        );
         (d["spec"]["replicas"] == 4).then_some(())
     });
-    let front = api.expect("GET", "/api/v1/namespaces/default/deployments/front", None, 200);
-    assert_eq!(front["spec"]["replicas"], 2, "the front end does not scale with the worker");
+    let front = api.expect(
+        "GET",
+        "/api/v1/namespaces/default/deployments/front",
+        None,
+        200,
+    );
+    assert_eq!(
+        front["spec"]["replicas"], 2,
+        "the front end does not scale with the worker"
+    );
     // Load gone: back down to the minimum after the stabilisation window.
     for n in &nodes {
         n.usage.store(1, Ordering::Relaxed);
     }
     eventually(Duration::from_secs(30), "worker scaled down to 1", || {
-        let d = api.expect("GET", "/api/v1/namespaces/default/deployments/worker", None, 200);
+        let d = api.expect(
+            "GET",
+            "/api/v1/namespaces/default/deployments/worker",
+            None,
+            200,
+        );
         (d["spec"]["replicas"] == 1).then_some(())
     });
-    let status = api.expect("GET", "/api/v1/namespaces/default/horizontalpodautoscalers/worker", None, 200)["status"].clone();
+    let status = api.expect(
+        "GET",
+        "/api/v1/namespaces/default/horizontalpodautoscalers/worker",
+        None,
+        200,
+    )["status"]
+        .clone();
     assert_eq!(status["desiredReplicas"], 1, "{status}");
     drop(nodes);
 }

@@ -53,7 +53,10 @@ fn kill_dash_nine_loses_no_acknowledged_write() {
         let before = acknowledged.lock().unwrap().len();
         control.restart();
         kills += 1;
-        assert!(before > 0 || round > 0, "writers got no write through before the first kill");
+        assert!(
+            before > 0 || round > 0,
+            "writers got no write through before the first kill"
+        );
     }
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
@@ -76,6 +79,10 @@ fn kill_dash_nine_loses_no_acknowledged_write() {
         acknowledged.len(),
         lost.len()
     );
-    assert!(acknowledged.len() >= 50, "too few writes to mean anything: {}", acknowledged.len());
+    assert!(
+        acknowledged.len() >= 50,
+        "too few writes to mean anything: {}",
+        acknowledged.len()
+    );
     assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
 }

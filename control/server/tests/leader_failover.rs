@@ -48,7 +48,9 @@ fn killing_the_leader_hands_the_controllers_to_another_instance() {
         other.expect("GET", "/api/v1/namespaces", None, 200);
     }
     let leader = eventually(Duration::from_secs(10), "one leader", || {
-        let leading: Vec<usize> = (0..3).filter(|&i| leads(&instances[i].api) == Some(true)).collect();
+        let leading: Vec<usize> = (0..3)
+            .filter(|&i| leads(&instances[i].api) == Some(true))
+            .collect();
         (leading.len() == 1).then(|| leading[0])
     });
     // Controllers run on the leader: a Deployment gets its ReplicaSet.
@@ -59,11 +61,20 @@ fn killing_the_leader_hands_the_controllers_to_another_instance() {
     };
     let survivor = (leader + 1) % 3;
     let api = instances[survivor].api.clone();
-    api.expect("POST", "/api/v1/namespaces/default/deployments", Some(&deployment("before")), 201);
-    eventually(Duration::from_secs(10), "a ReplicaSet from the first leader", || {
-        let list = api.expect("GET", "/api/v1/namespaces/default/replicasets", None, 200);
-        (!list["items"].as_array().unwrap().is_empty()).then_some(())
-    });
+    api.expect(
+        "POST",
+        "/api/v1/namespaces/default/deployments",
+        Some(&deployment("before")),
+        201,
+    );
+    eventually(
+        Duration::from_secs(10),
+        "a ReplicaSet from the first leader",
+        || {
+            let list = api.expect("GET", "/api/v1/namespaces/default/replicasets", None, 200);
+            (!list["items"].as_array().unwrap().is_empty()).then_some(())
+        },
+    );
 
     let killed_at = Instant::now();
     instances[leader].kill();
@@ -77,10 +88,24 @@ fn killing_the_leader_hands_the_controllers_to_another_instance() {
     println!("instance {new_leader} took over {took:?} after the leader was killed");
     assert!(took < Duration::from_secs(8), "takeover took {took:?}");
     // and its controllers work
-    api.expect("POST", "/api/v1/namespaces/default/deployments", Some(&deployment("after")), 201);
-    eventually(Duration::from_secs(10), "a ReplicaSet from the new leader", || {
-        let list = api.expect("GET", "/api/v1/namespaces/default/replicasets?labelSelector=app%3Dafter", None, 200);
-        (!list["items"].as_array().unwrap().is_empty()).then_some(())
-    });
+    api.expect(
+        "POST",
+        "/api/v1/namespaces/default/deployments",
+        Some(&deployment("after")),
+        201,
+    );
+    eventually(
+        Duration::from_secs(10),
+        "a ReplicaSet from the new leader",
+        || {
+            let list = api.expect(
+                "GET",
+                "/api/v1/namespaces/default/replicasets?labelSelector=app%3Dafter",
+                None,
+                200,
+            );
+            (!list["items"].as_array().unwrap().is_empty()).then_some(())
+        },
+    );
     instances.clear();
 }

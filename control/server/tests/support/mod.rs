@@ -124,7 +124,10 @@ fn wait_ready(dir: &Path, port: u16) -> Api {
                 return api;
             }
         }
-        assert!(Instant::now() < deadline, "skiff-control did not become ready on port {port}");
+        assert!(
+            Instant::now() < deadline,
+            "skiff-control did not become ready on port {port}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -159,7 +162,12 @@ impl Api {
     }
 
     /// (status code, body as JSON or Null)
-    pub fn raw(&self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value), String> {
+    pub fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), String> {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut request = self.client.request(method, format!("{}{path}", self.base));
         if let Some(t) = &self.token {
