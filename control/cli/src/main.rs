@@ -1,21 +1,58 @@
 //! `skiff`: the command-line client.
 //!
-//! Today it talks to a node daemon's API (`skiff-node run --api ADDR`) for what the node
-//! knows first-hand: the flow stream (`skiff observe`) and policy verdicts (`skiff policy
-//! explain`). Cluster commands (apply, get, delete) arrive with the control plane.
+//! Cluster commands (apply, get, describe, delete, scale, rollout, top) talk to the control
+//! plane, `skiff-control`, through `skiff_client`, as kubectl talks to Kubernetes. `observe`
+//! and `policy explain` ask a node daemon's API for what the node knows first-hand: the flows
+//! its data plane judged and its policy verdicts.
 
-mod client;
+mod apply;
+mod cluster;
+mod config;
+mod describe;
+mod get;
+mod kinds;
+mod manifests;
+mod node_api;
+mod observe;
+mod rollout;
+mod table;
+mod top;
 
-use std::io::BufRead;
+use std::path::PathBuf;
 
 use anyhow::{bail, Context as _};
-use clap::{Parser, Subcommand, ValueEnum};
-use serde::Deserialize;
+use clap::{CommandFactory as _, Parser, Subcommand};
+
+use crate::cluster::{render, Ctx, Reported};
 
 #[derive(Parser)]
-#[command(version, about = "Skiff command-line client")]
+#[command(
+    name = "skiff",
+    version,
+    about = "Skiff command-line client",
+    long_about = "Skiff command-line client: manage a cluster's objects through the control \
+        plane (skiff-control), as kubectl does for Kubernetes, and see what a node's data plane \
+        decides.\n\n\
+        The control plane is found through a config file: --config, else $SKIFF_CONFIG, else \
+        ~/.config/skiff/config. skiff-control writes one into its --data-dir as admin.conf.\n\n\
+        Examples:\n  \
+        skiff --config /var/lib/skiff-control/admin.conf get nodes\n  \
+        skiff apply -f examples/shop/\n  \
+        skiff get pods -n shop -o wide\n  \
+        skiff describe pod web-7d9f-x2k4 -n shop\n  \
+        skiff rollout status deployment web -n shop\n  \
+        skiff observe --verdict denied -f"
+)]
 struct Cli {
-    /// The node daemon API to ask (host:port of `skiff-node run --api`).
+    /// The control plane's client config [default: ~/.config/skiff/config].
+    #[arg(long, global = true, env = "SKIFF_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The namespace of namespaced objects [default: default]. For observe: only flows from
+    /// or to its pods.
+    #[arg(long, short = 'n', global = true, value_name = "NAMESPACE")]
+    namespace: Option<String>,
+    /// The node daemon API that observe and policy explain ask (host:port of
+    /// `skiff-node run --api`).
     #[arg(
         long,
         global = true,
@@ -29,245 +66,236 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Create or update objects from manifest files, all at once or not at all.
+    Apply(apply::ApplyArgs),
+    /// Show objects as a table, or as JSON/YAML in Kubernetes' shape.
+    Get(get::GetArgs),
+    /// Show one object in detail, with the conditions and objects that explain its state.
+    Describe(describe::DescribeArgs),
+    /// Delete objects by name, or the objects of manifest files.
+    Delete(apply::DeleteArgs),
+    /// Set a Deployment's replica count.
+    Scale(rollout::ScaleArgs),
+    /// Follow, restart, undo or list a Deployment's rollouts.
+    Rollout {
+        #[command(subcommand)]
+        command: rollout::RolloutCommand,
+    },
+    /// CPU and memory use of nodes or pods, as node daemons report it.
+    Top {
+        #[command(subcommand)]
+        command: top::TopCommand,
+    },
+    /// Print a pod container's log (served by node daemons in a later release).
+    Logs(LogsArgs),
+    /// Run a command in a pod's container (served by node daemons in a later release).
+    Exec(ExecArgs),
     /// Show flows the node's data plane judged: new connections allowed and packets denied,
     /// with the pods on both sides and the policy rule that decided.
-    Observe(ObserveArgs),
+    Observe(observe::ObserveArgs),
     /// NetworkPolicy tools.
     Policy {
         #[command(subcommand)]
-        command: PolicyCommand,
+        command: observe::PolicyCommand,
+    },
+    /// Show the client config.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Print a shell completion script.
+    #[command(long_about = "Print a shell completion script.\n\n\
+        Examples:\n  \
+        skiff completion bash > /etc/bash_completion.d/skiff\n  \
+        skiff completion zsh > \"${fpath[1]}/_skiff\"\n  \
+        skiff completion fish > ~/.config/fish/completions/skiff.fish")]
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
 }
 
 #[derive(clap::Args)]
-struct ObserveArgs {
-    /// Only flows from or to this pod (NAMESPACE/POD).
-    #[arg(long)]
-    pod: Option<String>,
-    /// Only flows from or to pods of this namespace.
-    #[arg(long, short = 'n')]
-    namespace: Option<String>,
-    /// Only allowed or only denied flows.
-    #[arg(long, value_enum)]
-    verdict: Option<Verdict>,
-    /// How many recent flows to show first.
-    #[arg(long, default_value_t = 20)]
-    last: usize,
-    /// Keep showing new flows as they happen (Ctrl-C stops).
-    #[arg(long, short = 'f')]
+struct LogsArgs {
+    /// The pod.
+    pod: String,
+    /// The container (when the pod has several).
+    #[arg(short = 'c', long)]
+    container: Option<String>,
+    /// Keep printing new lines as the container writes them.
+    #[arg(short = 'f', long)]
     follow: bool,
-    /// Print each flow as a JSON object (one per line).
-    #[arg(long)]
-    json: bool,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum Verdict {
-    Allowed,
-    Denied,
+#[derive(clap::Args)]
+struct ExecArgs {
+    /// The pod.
+    pod: String,
+    /// The container (when the pod has several).
+    #[arg(short = 'c', long)]
+    container: Option<String>,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    command: Vec<String>,
 }
 
 #[derive(Subcommand)]
-enum PolicyCommand {
-    /// Would a connection from one pod to another be allowed, and which policies decide?
-    /// Answered from the same compiled state the kernel enforces.
-    Explain {
-        /// Client pod, NAMESPACE/POD.
+enum ConfigCommand {
+    /// Print the config in use (the token and CA left out unless --raw).
+    View {
+        /// Include the token and CA certificate.
         #[arg(long)]
-        from: String,
-        /// Server pod, NAMESPACE/POD.
-        #[arg(long)]
-        to: String,
-        /// Destination port on the server pod.
-        #[arg(long)]
-        port: u16,
-        #[arg(long, default_value = "tcp", value_parser = ["tcp", "udp", "sctp"])]
-        proto: String,
-        /// Print the answer as JSON.
-        #[arg(long)]
-        json: bool,
+        raw: bool,
     },
 }
 
 fn main() -> std::process::ExitCode {
-    match run(Cli::parse()) {
+    // `skiff get pods | head` must end quietly when head stops reading, as Unix tools do,
+    // instead of panicking in println! (Rust ignores SIGPIPE by default).
+    // SAFETY: restores the default action of a signal, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let cli = Cli::parse();
+    let config = config::path(cli.config.as_deref()).ok();
+    match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("skiff: {e:#}");
+            if !e.is::<Reported>() {
+                eprintln!("error: {}", render(&e, config.as_deref()));
+            }
             std::process::ExitCode::FAILURE
         }
     }
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    let namespace = cli.namespace.clone();
     match cli.command {
-        Command::Observe(args) => observe(&cli.node, args),
+        Command::Observe(args) => observe::observe(&cli.node, namespace.as_deref(), args),
         Command::Policy {
             command:
-                PolicyCommand::Explain {
+                observe::PolicyCommand::Explain {
                     from,
                     to,
                     port,
                     proto,
                     json,
                 },
-        } => explain(&cli.node, &from, &to, port, &proto, json),
-    }
-}
-
-fn observe(node: &str, args: ObserveArgs) -> anyhow::Result<()> {
-    let mut query = vec![("last", args.last.to_string())];
-    if let Some(pod) = &args.pod {
-        check_pod_name("--pod", pod)?;
-        query.push(("pod", pod.clone()));
-    }
-    if let Some(ns) = &args.namespace {
-        query.push(("namespace", ns.clone()));
-    }
-    if let Some(v) = args.verdict {
-        let v = match v {
-            Verdict::Allowed => "allowed",
-            Verdict::Denied => "denied",
-        };
-        query.push(("verdict", v.into()));
-    }
-    if args.follow {
-        query.push(("follow", "true".into()));
-    }
-    let body = client::get_stream(node, "/flows", &query)?;
-    if !args.json {
-        println!(
-            "{:<15} {:<7} {:<7} {:<30} {:<30} {:<5} POLICY",
-            "TIME", "VERDICT", "DIR", "SOURCE", "DESTINATION", "PROTO"
-        );
-    }
-    for line in body.lines() {
-        let line = line.context("reading the flow stream")?;
-        if line.trim().is_empty() {
-            continue;
+        } => observe::explain(&cli.node, &from, &to, port, &proto, json),
+        Command::Completion { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "skiff", &mut std::io::stdout());
+            Ok(())
         }
-        if args.json {
-            println!("{line}");
-            continue;
+        Command::Config {
+            command: ConfigCommand::View { raw },
+        } => {
+            let path = config::path(cli.config.as_deref())?;
+            print!("{}", config::view(&config::load(&path)?, raw));
+            Ok(())
         }
-        let flow: Flow = serde_json::from_str(&line).context("a flow record")?;
-        let policy = match (&flow.policy, &flow.drop_reason) {
-            (Some(p), _) => p.clone(),
-            (None, Some(reason)) => format!("({reason})"),
-            (None, None) => "(no policy selects the pod)".into(),
-        };
-        println!(
-            "{:<15} {:<7} {:<7} {:<30} {:<30} {:<5} {policy}",
-            clock(flow.time),
-            flow.verdict,
-            flow.direction,
-            flow.source.show(),
-            flow.destination.show(),
-            flow.proto,
-        );
-    }
-    Ok(())
-}
-
-fn explain(
-    node: &str,
-    from: &str,
-    to: &str,
-    port: u16,
-    proto: &str,
-    json: bool,
-) -> anyhow::Result<()> {
-    check_pod_name("--from", from)?;
-    check_pod_name("--to", to)?;
-    let query = [
-        ("from", from.to_string()),
-        ("to", to.to_string()),
-        ("port", port.to_string()),
-        ("proto", proto.to_string()),
-    ];
-    let body = client::get(node, "/explain", &query)?;
-    if json {
-        print!("{body}");
-        return Ok(());
-    }
-    let e: Explanation = serde_json::from_str(&body).context("the explanation")?;
-    println!(
-        "{} -> {} {}/{}: {}",
-        e.from,
-        e.to,
-        e.proto,
-        e.port,
-        e.verdict.to_uppercase()
-    );
-    for (name, pod, d) in [
-        ("egress ", &e.from, &e.egress),
-        ("ingress", &e.to, &e.ingress),
-    ] {
-        println!("  {name} at {pod}: {}", d.reason);
-    }
-    Ok(())
-}
-
-fn check_pod_name(flag: &str, value: &str) -> anyhow::Result<()> {
-    match value.split_once('/') {
-        Some((ns, pod)) if !ns.is_empty() && !pod.is_empty() => Ok(()),
-        _ => bail!("{flag} {value:?}: expected NAMESPACE/POD, e.g. shop/web-0"),
+        Command::Logs(args) => not_served(
+            if args.follow {
+                "follow the logs of"
+            } else {
+                "show the logs of"
+            },
+            &args.pod,
+            args.container.as_deref(),
+            "logs are",
+        ),
+        Command::Exec(args) => not_served(
+            &format!("run {:?} in", args.command.join(" ")),
+            &args.pod,
+            args.container.as_deref(),
+            "exec is",
+        ),
+        command => {
+            let path = config::path(cli.config.as_deref())?;
+            let ctx = Ctx {
+                client: config::client(&path)?,
+                explicit_namespace: namespace.is_some(),
+                namespace: namespace.unwrap_or_else(|| "default".into()),
+                config: path,
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(cluster_command(&ctx, command))
+        }
     }
 }
 
-/// Local wall-clock time of day, HH:MM:SS.mmm (UTC: the CLI carries no time zone database).
-fn clock(time: f64) -> String {
-    let ms = (time * 1000.0) as u64;
-    let day_ms = ms % 86_400_000;
-    format!(
-        "{:02}:{:02}:{:02}.{:03}Z",
-        day_ms / 3_600_000,
-        day_ms / 60_000 % 60,
-        day_ms / 1000 % 60,
-        day_ms % 1000
+async fn cluster_command(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Apply(args) => apply::apply(ctx, args).await,
+        Command::Get(args) => get::run(ctx, args).await,
+        Command::Describe(args) => describe::run(ctx, args).await,
+        Command::Delete(args) => apply::delete(ctx, args).await,
+        Command::Scale(args) => rollout::scale(ctx, args).await,
+        Command::Rollout { command } => rollout::run(ctx, command).await,
+        Command::Top { command } => top::run(ctx, command).await,
+        _ => unreachable!("run() handles the commands that need no control plane"),
+    }
+}
+
+/// Logs and exec need the node daemon to run containers; until it does, say so plainly
+/// rather than print something that looks like output.
+fn not_served(action: &str, pod: &str, container: Option<&str>, what: &str) -> anyhow::Result<()> {
+    let target = match container {
+        Some(c) => format!("container {c} of pod {pod}"),
+        None => format!("pod {pod}"),
+    };
+    bail!(
+        "cannot {action} {target}: {what} served by the node daemon (skiff-node), which does not run pod containers yet"
     )
 }
 
-#[derive(Deserialize)]
-struct Flow {
-    time: f64,
-    verdict: String,
-    direction: String,
-    proto: String,
-    source: Endpoint,
-    destination: Endpoint,
-    policy: Option<String>,
-    drop_reason: Option<String>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-#[derive(Deserialize)]
-struct Endpoint {
-    ip: String,
-    port: u16,
-    pod: Option<String>,
-}
-
-impl Endpoint {
-    fn show(&self) -> String {
-        match &self.pod {
-            Some(pod) => format!("{pod} {}:{}", self.ip, self.port),
-            None => format!("{}:{}", self.ip, self.port),
-        }
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
     }
-}
 
-#[derive(Deserialize)]
-struct Explanation {
-    from: String,
-    to: String,
-    port: u16,
-    proto: String,
-    verdict: String,
-    egress: DirectionVerdict,
-    ingress: DirectionVerdict,
-}
+    #[test]
+    fn global_flags_work_before_and_after_the_command() {
+        let cli = Cli::try_parse_from([
+            "skiff",
+            "-n",
+            "shop",
+            "get",
+            "pods",
+            "-l",
+            "app in (web,api)",
+            "-o",
+            "wide",
+        ])
+        .unwrap();
+        assert_eq!(cli.namespace.as_deref(), Some("shop"));
+        let Command::Get(args) = cli.command else {
+            panic!("not get")
+        };
+        assert_eq!(args.selector.as_deref(), Some("app in (web,api)"));
+        let cli = Cli::try_parse_from(["skiff", "observe", "-n", "shop", "--config", "x"]).unwrap();
+        assert_eq!(cli.namespace.as_deref(), Some("shop"));
+        assert_eq!(cli.config, Some(PathBuf::from("x")));
+    }
 
-#[derive(Deserialize)]
-struct DirectionVerdict {
-    reason: String,
+    #[test]
+    fn logs_and_exec_say_they_are_not_served_yet() {
+        let e = not_served("show the logs of", "web-1", Some("app"), "logs are").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "cannot show the logs of container app of pod web-1: logs are served by the node daemon (skiff-node), which does not run pod containers yet"
+        );
+        let cli = Cli::try_parse_from(["skiff", "exec", "web-1", "--", "ls", "-l"]).unwrap();
+        let Command::Exec(args) = cli.command else {
+            panic!("not exec")
+        };
+        assert_eq!(args.command, ["ls", "-l"]);
+    }
 }

@@ -622,6 +622,25 @@ fn auth_rules(api: &Api, dir: &std::path::Path) {
     assert!(foreign.get(format!("{}/healthz", api.base)).send().is_err());
     // /metrics needs a token and has the request histogram
     assert_eq!(anonymous.raw("GET", "/metrics", None).unwrap().0, 401);
+    let text = reqwest::blocking::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(api.ca.as_bytes()).unwrap())
+        .build()
+        .unwrap()
+        .get(format!("{}/metrics", api.base))
+        .bearer_auth(api.token.as_deref().unwrap())
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    for metric in [
+        "skiff_api_request_duration_seconds_bucket{verb=\"create\",code=\"201\",le=",
+        "skiff_api_request_duration_seconds_count{verb=\"get\",code=\"200\"}",
+        "skiff_api_watches ",
+        "skiff_leader 0",
+    ] {
+        assert!(text.contains(metric), "/metrics lacks {metric}:\n{text}");
+    }
 }
 
 fn suite(control: &Control, expire: impl FnOnce(&Api, u64)) {
