@@ -338,9 +338,11 @@ async fn handle_object(
             let mut object = typed_body(kind, &body)?;
             if let Some(ns) = &target.namespace {
                 match &object.metadata().namespace {
-                    Some(given) if given != ns => return Err(ApiError::BadRequest(format!(
+                    Some(given) if given != ns => {
+                        return Err(ApiError::BadRequest(format!(
                         "metadata.namespace {given:?} does not match the path's namespace {ns:?}"
-                    ))),
+                    )))
+                    }
                     _ => object.metadata_mut().namespace = Some(ns.clone()),
                 }
             }

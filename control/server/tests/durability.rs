@@ -86,3 +86,38 @@ fn kill_dash_nine_loses_no_acknowledged_write() {
     );
     assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
 }
+
+#[test]
+fn addresses_stay_taken_across_restarts() {
+    let mut control = Control::embedded(&["--disable-controllers"]);
+    let service = |name: &str| {
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+            "spec": {"type": "NodePort", "selector": {"app": name}, "ports": [{"port": 80}]}})
+    };
+    let node = |name: &str| json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}});
+    let a = control.api.expect(
+        "POST",
+        "/api/v1/namespaces/default/services",
+        Some(&service("a")),
+        201,
+    );
+    let n1 = control
+        .api
+        .expect("POST", "/api/v1/nodes", Some(&node("n1")), 201);
+    control.restart();
+    let b = control.api.expect(
+        "POST",
+        "/api/v1/namespaces/default/services",
+        Some(&service("b")),
+        201,
+    );
+    let n2 = control
+        .api
+        .expect("POST", "/api/v1/nodes", Some(&node("n2")), 201);
+    assert_ne!(a["spec"]["clusterIP"], b["spec"]["clusterIP"]);
+    assert_ne!(
+        a["spec"]["ports"][0]["nodePort"],
+        b["spec"]["ports"][0]["nodePort"]
+    );
+    assert_ne!(n1["spec"]["podCIDR"], n2["spec"]["podCIDR"]);
+}
