@@ -37,6 +37,17 @@ pub fn parse_manifests(text: &str) -> Result<Vec<Object>, ManifestError> {
             continue;
         }
         let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("");
+        if kind == "List" {
+            // What `skiff get -o yaml` prints for several objects applies back as is.
+            let items = value.get("items").and_then(|i| i.as_sequence()).cloned();
+            for item in items.unwrap_or_default() {
+                let text =
+                    serde_yaml::to_string(&item).map_err(|e| fail(first_line, e.to_string()))?;
+                let mut inner = parse_manifests(&text).map_err(|e| fail(first_line, e.message))?;
+                objects.append(&mut inner);
+            }
+            continue;
+        }
         let api_version = value
             .get("apiVersion")
             .and_then(|k| k.as_str())
@@ -119,14 +130,16 @@ fn locate(doc: &str, path: &str) -> Option<usize> {
             None => (segment, ""),
         };
         let start = at.map_or(0, |a| a + 1);
-        let key_line = (start..lines.len()).find(|&i| {
+        let Some(key_line) = (start..lines.len()).find(|&i| {
             let l = lines[i];
             let content = l.trim_start().trim_start_matches("- ");
             let content_indent = l.len() - content.len();
             content_indent >= min_indent
                 && (content.starts_with(&format!("{key}:"))
                     || content.starts_with(&format!("\"{key}\":")))
-        })?;
+        }) else {
+            return found;
+        };
         at = Some(key_line);
         found = Some(key_line);
         min_indent = indent(lines[key_line]) + 1;
@@ -157,7 +170,9 @@ fn locate(doc: &str, path: &str) -> Option<usize> {
                     }
                 }
             }
-            let item = item?;
+            let Some(item) = item else {
+                return found;
+            };
             at = Some(item.saturating_sub(1));
             found = Some(item);
             min_indent = indent(lines[item]) + 1;
@@ -235,6 +250,14 @@ spec:
   - from: [{podSelector: {}}]
     ports: [{port: http}, {port: 8000, endPort: 8100, protocol: UDP}]
 ";
+
+    #[test]
+    fn a_list_contributes_its_items() {
+        let list = "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Namespace, metadata: {name: a}}\n- {apiVersion: v1, kind: Namespace, metadata: {name: b}}\n";
+        let objects = parse_manifests(list).unwrap();
+        assert_eq!(objects.len(), 2);
+        assert_eq!(objects[1].metadata().name, "b");
+    }
 
     #[test]
     fn reads_every_document() {

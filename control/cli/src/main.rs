@@ -37,7 +37,7 @@ use crate::cluster::{render, Ctx, Reported};
         ~/.config/skiff/config. skiff-control writes one into its --data-dir as admin.conf.\n\n\
         Examples:\n  \
         skiff --config /var/lib/skiff-control/admin.conf get nodes\n  \
-        skiff apply -f examples/shop/\n  \
+        skiff apply -f manifests/\n  \
         skiff get pods -n shop -o wide\n  \
         skiff describe pod web-7d9f-x2k4 -n shop\n  \
         skiff rollout status deployment web -n shop\n  \

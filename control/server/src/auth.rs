@@ -75,7 +75,7 @@ impl Auth {
             .map(str::trim)
             .ok_or_else(|| {
                 ApiError::Unauthorized(
-                    "no bearer token: pass the admin token (see `skiff config`) or a node token"
+                    "no bearer token: pass the admin token (admin.conf in skiff-control's --data-dir; `skiff config view` shows which config is used) or a node token"
                         .into(),
                 )
             })?;
