@@ -347,6 +347,11 @@ impl fmt::Display for Unschedulable {
         parts.sort();
         if !parts.is_empty() {
             write!(f, ": {}", parts.join(", "))?;
+        } else if self.nodes == 0 {
+            // The usual first-run surprise: say what to do, not just that nothing fits.
+            f.write_str(
+                ": no node has joined the cluster yet (start skiff-node with the join token)",
+            )?;
         }
         f.write_str(".")
     }
