@@ -463,7 +463,10 @@ mod tests {
         let err = Scheduler::new(&[], &[])
             .schedule(&pod("p", "rs", "", ""))
             .unwrap_err();
-        assert_eq!(err.to_string(), "0/0 nodes are available.");
+        assert_eq!(
+            err.to_string(),
+            "0/0 nodes are available: no node has joined the cluster yet (start skiff-node with the join token)."
+        );
     }
 
     #[test]
