@@ -443,19 +443,37 @@ async fn deployments(ctx: &Ctx) -> Result<(), ApiError> {
             .flat_map(|uid| pods_by_owner.get(uid).cloned().unwrap_or_default())
             .collect();
         let plan = deployment::reconcile(d, &mine, &my_pods, deployment::template_hash);
-        if let Some(rs) = plan.create {
-            tolerate_races(ctx.registry.create(Object::ReplicaSet(Box::new(rs))).await)?;
-        }
-        // Scale-downs first: between two writes the ReplicaSets must never add up to more
-        // than replicas + maxSurge.
-        let mut updates = plan.update;
+        // Scale-downs, then the new ReplicaSet, then scale-ups: between two writes the
+        // ReplicaSets never add up to more than replicas + maxSurge. If a scale-down loses
+        // a race, nothing grows in this pass.
         let current = |name: &str| {
             mine.iter()
                 .find(|r| r.metadata.name == name)
                 .map_or(0, |r| r.spec.replicas)
         };
-        updates.sort_by_key(|rs| rs.spec.replicas - current(&rs.metadata.name));
-        for rs in updates {
+        let (downs, ups): (Vec<ReplicaSet>, Vec<ReplicaSet>) = plan
+            .update
+            .into_iter()
+            .partition(|rs| rs.spec.replicas < current(&rs.metadata.name));
+        let mut shrunk = true;
+        for rs in downs {
+            match ctx
+                .registry
+                .update(Object::ReplicaSet(Box::new(rs)), Part::Main)
+                .await
+            {
+                Ok(_) => {}
+                Err(ApiError::Conflict(_)) | Err(ApiError::NotFound { .. }) => shrunk = false,
+                Err(e) => return Err(e),
+            }
+        }
+        if !shrunk {
+            continue;
+        }
+        if let Some(rs) = plan.create {
+            tolerate_races(ctx.registry.create(Object::ReplicaSet(Box::new(rs))).await)?;
+        }
+        for rs in ups {
             tolerate_races(
                 ctx.registry
                     .update(Object::ReplicaSet(Box::new(rs)), Part::Main)
