@@ -284,6 +284,12 @@ impl Registry {
         name: &str,
         grace_zero: bool,
     ) -> Result<Object, ApiError> {
+        if kind == Kind::Namespace && name == "default" {
+            return Err(ApiError::Forbidden(
+                "the default namespace cannot be deleted (objects without a namespace go there)"
+                    .into(),
+            ));
+        }
         for _ in 0..CONFLICT_RETRIES {
             let key = object_key(kind, Some(namespace), name);
             let kv = self

@@ -364,69 +364,23 @@ mod tests {
     use std::time::Instant;
 
     use skiff_api::{
-        core::{Resources, Toleration, TolerationOperator},
-        meta::{ObjectMeta, OwnerReference},
-        node::{NodeSpec, NodeStatus},
-        quantity::Quantity,
-        Condition, Container, PodPhase, PodSpec, PodStatus,
+        core::{Toleration, TolerationOperator},
+        PodPhase, PodStatus,
     };
 
     use super::*;
+    use crate::controllers::fixtures;
 
+    /// A Ready node with `cpu` and `memory` allocatable.
     fn node(name: &str, cpu: &str, memory: &str) -> Node {
-        Node {
-            api_version: "v1".into(),
-            kind: "Node".into(),
-            metadata: ObjectMeta {
-                name: name.into(),
-                ..ObjectMeta::default()
-            },
-            spec: NodeSpec::default(),
-            status: Some(NodeStatus {
-                allocatable: [
-                    ("cpu".to_string(), Quantity(cpu.into())),
-                    ("memory".to_string(), Quantity(memory.into())),
-                ]
-                .into(),
-                conditions: vec![Condition::new("Ready", true, None, None)],
-                ..NodeStatus::default()
-            }),
-        }
+        fixtures::node(name, cpu, memory, true)
     }
 
+    /// A pod of ReplicaSet `owner` (uid `uid-{owner}`) requesting `cpu` and `memory`
+    /// (either may be empty).
     fn pod(name: &str, owner: &str, cpu: &str, memory: &str) -> Pod {
-        let requests = [("cpu", cpu), ("memory", memory)]
-            .into_iter()
-            .filter(|(_, q)| !q.is_empty())
-            .map(|(r, q)| (r.to_string(), Quantity(q.into())))
-            .collect();
-        Pod {
-            api_version: "v1".into(),
-            kind: "Pod".into(),
-            metadata: ObjectMeta {
-                name: name.into(),
-                owner_references: vec![OwnerReference {
-                    api_version: "apps/v1".into(),
-                    kind: "ReplicaSet".into(),
-                    name: owner.into(),
-                    uid: format!("uid-{owner}"),
-                    controller: Some(true),
-                }],
-                ..ObjectMeta::default()
-            },
-            spec: PodSpec {
-                containers: vec![Container {
-                    name: "app".into(),
-                    resources: Resources {
-                        requests,
-                        ..Resources::default()
-                    },
-                    ..Container::default()
-                }],
-                ..PodSpec::default()
-            },
-            status: None,
-        }
+        let uid = format!("uid-{owner}");
+        fixtures::pod(name, owner, &uid, &[("cpu", cpu), ("memory", memory)])
     }
 
     fn on(mut pod: Pod, node: &str) -> Pod {
@@ -434,17 +388,12 @@ mod tests {
         pod
     }
 
-    fn unready(mut node: Node) -> Node {
-        node.status.as_mut().unwrap().conditions = vec![Condition::new("Ready", false, None, None)];
-        node
-    }
-
     #[test]
     fn explains_why_no_node_fits() {
         let nodes = [
             node("a", "1", "1Gi"),
             node("b", "1", "1Gi"),
-            unready(node("c", "8", "8Gi")),
+            fixtures::node("c", "8", "8Gi", false),
         ];
         let mut scheduler = Scheduler::new(&nodes, &[]);
         let err = scheduler.schedule(&pod("big", "rs", "2", "")).unwrap_err();

@@ -232,6 +232,14 @@ fn every_kind_and_verb(api: &Api) {
 }
 
 fn validation_names_field_and_value(api: &Api) {
+    let body = api.expect("DELETE", "/api/v1/namespaces/default", None, 403);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be deleted"),
+        "{body}"
+    );
     let bad = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "bad"},
         "spec": {"replicas": -1, "selector": {"matchLabels": {"app": "x"}},
             "template": {"metadata": {"labels": {"app": "y"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}});

@@ -286,19 +286,16 @@ impl Recommendations {
 #[cfg(test)]
 mod tests {
     use skiff_api::{
-        apps::{DeploymentSpec, PodTemplateSpec},
         autoscaling::{
             CrossVersionObjectReference, HpaBehavior, HpaSpec, MetricSpec, MetricTarget,
             ResourceMetricSource, ScalingRules,
         },
-        core::Resources,
-        meta::{LabelSelector, ObjectMeta},
+        meta::ObjectMeta,
         node::PodMetrics,
-        quantity::Quantity,
-        Container, PodSpec, PodStatus,
     };
 
     use super::*;
+    use crate::controllers::fixtures::{self, pod_status};
 
     fn hpa(min: i32, max: i32, target: i32) -> HorizontalPodAutoscaler {
         HorizontalPodAutoscaler {
@@ -333,56 +330,19 @@ mod tests {
         }
     }
 
+    /// The scale target: Deployment `shop/web` (only its name and replicas matter).
     fn deployment(replicas: i32) -> Deployment {
-        Deployment {
-            api_version: "apps/v1".into(),
-            kind: "Deployment".into(),
-            metadata: ObjectMeta {
-                name: "web".into(),
-                namespace: Some("shop".into()),
-                ..ObjectMeta::default()
-            },
-            spec: DeploymentSpec {
-                replicas: Some(replicas),
-                selector: LabelSelector::default(),
-                template: PodTemplateSpec::default(),
-                strategy: None,
-                revision_history_limit: None,
-                min_ready_seconds: None,
-                paused: None,
-            },
-            status: None,
-        }
+        fixtures::deployment(replicas, "web:1")
     }
 
+    /// Ready pods `shop/web-{i}` requesting `request` CPU (none if empty).
     fn pods(count: usize, request: &str) -> Vec<Pod> {
         (0..count)
-            .map(|i| Pod {
-                api_version: "v1".into(),
-                kind: "Pod".into(),
-                metadata: ObjectMeta {
-                    name: format!("web-{i}"),
-                    namespace: Some("shop".into()),
-                    ..ObjectMeta::default()
-                },
-                spec: PodSpec {
-                    containers: vec![Container {
-                        name: "app".into(),
-                        resources: Resources {
-                            requests: [("cpu".to_string(), Quantity(request.into()))]
-                                .into_iter()
-                                .filter(|_| !request.is_empty())
-                                .collect(),
-                            ..Resources::default()
-                        },
-                        ..Container::default()
-                    }],
-                    ..PodSpec::default()
-                },
-                status: Some(PodStatus {
-                    conditions: vec![Condition::new("Ready", true, None, None)],
-                    ..PodStatus::default()
-                }),
+            .map(|i| {
+                let mut p = fixtures::pod(&format!("web-{i}"), "", "", &[("cpu", request)]);
+                p.metadata.namespace = Some("shop".into());
+                p.status = Some(pod_status(None, true));
+                p
             })
             .collect()
     }
@@ -409,6 +369,37 @@ mod tests {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_341_600 + seconds)
     }
 
+    /// Plans for `replicas` ready pods requesting 100m each, pod `web-{i}` using `usage[i]`
+    /// millicores, `seconds` into the test.
+    fn scale(
+        hpa: &HorizontalPodAutoscaler,
+        replicas: usize,
+        usage: &[u64],
+        history: &mut Recommendations,
+        seconds: u64,
+    ) -> AutoscalePlan {
+        reconcile(
+            hpa,
+            &deployment(replicas as i32),
+            &pods(replicas, "100m"),
+            &metrics(usage),
+            history,
+            t(seconds),
+        )
+    }
+
+    /// Plans for a Deployment of `replicas` without pods or metrics, `seconds` into the test.
+    fn without_pods(hpa: &HorizontalPodAutoscaler, replicas: i32, seconds: u64) -> AutoscalePlan {
+        reconcile(
+            hpa,
+            &deployment(replicas),
+            &[],
+            &[],
+            &mut Recommendations::default(),
+            t(seconds),
+        )
+    }
+
     fn condition<'a>(plan: &'a AutoscalePlan, type_: &str) -> &'a Condition {
         plan.status
             .conditions
@@ -417,16 +408,19 @@ mod tests {
             .unwrap()
     }
 
+    fn message<'a>(plan: &'a AutoscalePlan, type_: &str) -> &'a str {
+        condition(plan, type_).message.as_deref().unwrap()
+    }
+
     #[test]
     fn scales_up_to_meet_the_target() {
         // 2 pods at 90% of 100m against a 50% target: ceil(2 * 1.8) = 4.
-        let plan = reconcile(
+        let plan = scale(
             &hpa(1, 10, 50),
-            &deployment(2),
-            &pods(2, "100m"),
-            &metrics(&[90, 90]),
+            2,
+            &[90, 90],
             &mut Recommendations::default(),
-            t(0),
+            0,
         );
         assert_eq!(plan.replicas, Some(4));
         assert_eq!(plan.status.current_replicas, 2);
@@ -442,22 +436,14 @@ mod tests {
     #[test]
     fn stays_within_tolerance_and_limits() {
         let mut history = Recommendations::default();
-        let within = reconcile(
-            &hpa(1, 10, 50),
-            &deployment(4),
-            &pods(4, "100m"),
-            &metrics(&[54, 54, 54, 54]),
-            &mut history,
-            t(0),
-        );
+        let within = scale(&hpa(1, 10, 50), 4, &[54, 54, 54, 54], &mut history, 0);
         assert_eq!(within.replicas, None);
-        let capped = reconcile(
+        let capped = scale(
             &hpa(1, 3, 50),
-            &deployment(2),
-            &pods(2, "100m"),
-            &metrics(&[500, 500]),
+            2,
+            &[500, 500],
             &mut Recommendations::default(),
-            t(0),
+            0,
         );
         assert_eq!(capped.replicas, Some(3));
         assert_eq!(
@@ -465,14 +451,7 @@ mod tests {
             Some("TooManyReplicas")
         );
         // A target below minReplicas is raised at once, metrics or not.
-        let raised = reconcile(
-            &hpa(3, 5, 50),
-            &deployment(1),
-            &[],
-            &[],
-            &mut Recommendations::default(),
-            t(0),
-        );
+        let raised = without_pods(&hpa(3, 5, 50), 1, 0);
         assert_eq!(raised.replicas, Some(3));
     }
 
@@ -480,38 +459,16 @@ mod tests {
     fn scale_down_waits_for_the_window() {
         let hpa = hpa(1, 10, 50);
         let mut history = Recommendations::default();
-        let busy = reconcile(
-            &hpa,
-            &deployment(4),
-            &pods(4, "100m"),
-            &metrics(&[50, 50, 50, 50]),
-            &mut history,
-            t(0),
-        );
+        let busy = scale(&hpa, 4, &[50, 50, 50, 50], &mut history, 0);
         assert_eq!(busy.replicas, None);
         // Load drops: the recommendation is 1, but 4 was recommended within 5 minutes.
-        let idle = metrics(&[5, 5, 5, 5]);
-        let plan = reconcile(
-            &hpa,
-            &deployment(4),
-            &pods(4, "100m"),
-            &idle,
-            &mut history,
-            t(60),
-        );
+        let plan = scale(&hpa, 4, &[5, 5, 5, 5], &mut history, 60);
         assert_eq!(plan.replicas, None);
         assert_eq!(
             condition(&plan, "AbleToScale").reason.as_deref(),
             Some("ScaleDownStabilized")
         );
-        let plan = reconcile(
-            &hpa,
-            &deployment(4),
-            &pods(4, "100m"),
-            &idle,
-            &mut history,
-            t(301),
-        );
+        let plan = scale(&hpa, 4, &[5, 5, 5, 5], &mut history, 301);
         assert_eq!(plan.replicas, Some(1));
     }
 
@@ -525,33 +482,11 @@ mod tests {
             scale_down: None,
         });
         let mut history = Recommendations::default();
-        let calm = reconcile(
-            &hpa,
-            &deployment(2),
-            &pods(2, "100m"),
-            &metrics(&[50, 50]),
-            &mut history,
-            t(0),
-        );
+        let calm = scale(&hpa, 2, &[50, 50], &mut history, 0);
         assert_eq!(calm.replicas, None);
-        let spike = metrics(&[200, 200]);
-        let plan = reconcile(
-            &hpa,
-            &deployment(2),
-            &pods(2, "100m"),
-            &spike,
-            &mut history,
-            t(30),
-        );
+        let plan = scale(&hpa, 2, &[200, 200], &mut history, 30);
         assert_eq!(plan.replicas, None, "2 was recommended 30 s ago");
-        let plan = reconcile(
-            &hpa,
-            &deployment(2),
-            &pods(2, "100m"),
-            &spike,
-            &mut history,
-            t(61),
-        );
+        let plan = scale(&hpa, 2, &[200, 200], &mut history, 61);
         assert_eq!(plan.replicas, Some(8));
     }
 
@@ -570,12 +505,7 @@ mod tests {
         );
         // web-0 at 100% counts; web-1 has no sample; web-2 is not ready. ceil(3 * 2) = 6.
         assert_eq!(plan.replicas, Some(6));
-        let active = condition(&plan, "ScalingActive");
-        assert!(active
-            .message
-            .as_deref()
-            .unwrap()
-            .contains("1 pod(s) without metrics: web-1"));
+        assert!(message(&plan, "ScalingActive").contains("1 pod(s) without metrics: web-1"));
 
         let plan = reconcile(
             &hpa,
@@ -586,13 +516,8 @@ mod tests {
             t(0),
         );
         assert_eq!(plan.replicas, None);
-        let active = condition(&plan, "ScalingActive");
-        assert!(!active.is_true());
-        assert!(active
-            .message
-            .as_deref()
-            .unwrap()
-            .contains("missing request for cpu"));
+        assert!(!condition(&plan, "ScalingActive").is_true());
+        assert!(message(&plan, "ScalingActive").contains("missing request for cpu"));
 
         let plan = reconcile(
             &hpa,
@@ -612,28 +537,14 @@ mod tests {
     #[test]
     fn zero_replicas_disable_scaling_and_times_carry_over() {
         let mut hpa = hpa(1, 10, 50);
-        let plan = reconcile(
-            &hpa,
-            &deployment(0),
-            &[],
-            &[],
-            &mut Recommendations::default(),
-            t(0),
-        );
+        let plan = without_pods(&hpa, 0, 0);
         assert_eq!(plan.replicas, None);
         assert_eq!(
             condition(&plan, "ScalingActive").reason.as_deref(),
             Some("ScalingDisabled")
         );
         hpa.status = Some(plan.status);
-        let later = reconcile(
-            &hpa,
-            &deployment(0),
-            &[],
-            &[],
-            &mut Recommendations::default(),
-            t(90),
-        );
+        let later = without_pods(&hpa, 0, 90);
         assert_eq!(
             condition(&later, "ScalingActive")
                 .last_transition_time

@@ -473,63 +473,16 @@ fn status(
 
 #[cfg(test)]
 mod tests {
-    use skiff_api::{
-        apps::{DeploymentSpec, DeploymentStrategy, RollingUpdate, TemplateMeta},
-        meta::{IntOrString, LabelSelector, OwnerReference},
-        Container, PodSpec, PodStatus,
-    };
+    use skiff_api::apps::DeploymentStrategy;
 
     use super::*;
+    use crate::controllers::fixtures::{self, pod, pod_status, rolling};
 
+    /// Deployment `shop/web` as stored, with a uid and generation 2.
     pub(super) fn deployment(replicas: i32, image: &str) -> Deployment {
-        let labels: skiff_api::Labels = [("app".to_string(), "web".to_string())].into();
-        Deployment {
-            api_version: "apps/v1".into(),
-            kind: "Deployment".into(),
-            metadata: ObjectMeta {
-                name: "web".into(),
-                namespace: Some("shop".into()),
-                uid: Some("d-uid".into()),
-                generation: Some(2),
-                ..ObjectMeta::default()
-            },
-            spec: DeploymentSpec {
-                replicas: Some(replicas),
-                selector: LabelSelector {
-                    match_labels: labels.clone(),
-                    ..LabelSelector::default()
-                },
-                template: PodTemplateSpec {
-                    metadata: TemplateMeta {
-                        labels,
-                        ..TemplateMeta::default()
-                    },
-                    spec: PodSpec {
-                        containers: vec![Container {
-                            name: "app".into(),
-                            image: Some(image.into()),
-                            ..Container::default()
-                        }],
-                        ..PodSpec::default()
-                    },
-                },
-                strategy: None,
-                revision_history_limit: None,
-                min_ready_seconds: None,
-                paused: None,
-            },
-            status: None,
-        }
-    }
-
-    fn rolling(mut d: Deployment, surge: i64, unavailable: i64) -> Deployment {
-        d.spec.strategy = Some(DeploymentStrategy {
-            type_: Some(StrategyType::RollingUpdate),
-            rolling_update: Some(RollingUpdate {
-                max_surge: Some(IntOrString::Int(surge)),
-                max_unavailable: Some(IntOrString::Int(unavailable)),
-            }),
-        });
+        let mut d = fixtures::deployment(replicas, image);
+        d.metadata.uid = Some("d-uid".into());
+        d.metadata.generation = Some(2);
         d
     }
 
@@ -545,27 +498,13 @@ mod tests {
     }
 
     fn pods_of(rs: &ReplicaSet, count: usize, ready: bool) -> Vec<Pod> {
+        let name = &rs.metadata.name;
+        let uid = rs.metadata.uid.as_deref().unwrap();
         (0..count)
             .map(|i| Pod {
-                api_version: "v1".into(),
-                kind: "Pod".into(),
-                metadata: ObjectMeta {
-                    name: format!("{}-{i}-{ready}", rs.metadata.name),
-                    owner_references: vec![OwnerReference {
-                        api_version: "apps/v1".into(),
-                        kind: "ReplicaSet".into(),
-                        name: rs.metadata.name.clone(),
-                        uid: rs.metadata.uid.clone().unwrap(),
-                        controller: Some(true),
-                    }],
-                    ..ObjectMeta::default()
-                },
                 spec: rs.spec.template.spec.clone(),
-                status: Some(PodStatus {
-                    phase: Some(skiff_api::PodPhase::Running),
-                    conditions: vec![Condition::new("Ready", ready, None, None)],
-                    ..PodStatus::default()
-                }),
+                status: Some(pod_status(Some(skiff_api::PodPhase::Running), ready)),
+                ..pod(&format!("{name}-{i}-{ready}"), name, uid, &[])
             })
             .collect()
     }

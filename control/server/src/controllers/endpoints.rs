@@ -139,11 +139,10 @@ fn target_port(port: &ServicePort, pod: &Pod) -> Option<u16> {
 mod tests {
     use std::net::Ipv4Addr;
 
-    use skiff_api::{
-        service::ServiceSpec, Condition, Container, ContainerPort, PodSpec, PodStatus,
-    };
+    use skiff_api::{service::ServiceSpec, ContainerPort, PodStatus};
 
     use super::*;
+    use crate::controllers::fixtures::{self, pod_status, web_labels};
 
     fn service(ports: Vec<ServicePort>) -> Service {
         Service {
@@ -157,7 +156,7 @@ mod tests {
             },
             spec: ServiceSpec {
                 ports,
-                selector: [("app".to_string(), "web".to_string())].into(),
+                selector: web_labels(),
                 ..ServiceSpec::default()
             },
             status: None,
@@ -174,39 +173,27 @@ mod tests {
         }
     }
 
+    /// Pod `shop/{name}` labelled `app=web` on `node-a` at `ip`, its container naming
+    /// `http_port` `http`.
     fn pod(name: &str, ip: [u8; 4], ready: bool, http_port: Option<u16>) -> Pod {
-        Pod {
-            api_version: "v1".into(),
-            kind: "Pod".into(),
-            metadata: ObjectMeta {
-                name: name.into(),
-                namespace: Some("shop".into()),
-                labels: [("app".to_string(), "web".to_string())].into(),
-                uid: Some(format!("uid-{name}")),
-                ..ObjectMeta::default()
-            },
-            spec: PodSpec {
-                containers: vec![Container {
-                    name: "app".into(),
-                    ports: http_port
-                        .map(|p| ContainerPort {
-                            name: Some("http".into()),
-                            container_port: p,
-                            protocol: Protocol::Tcp,
-                        })
-                        .into_iter()
-                        .collect(),
-                    ..Container::default()
-                }],
-                node_name: Some("node-a".into()),
-                ..PodSpec::default()
-            },
-            status: Some(PodStatus {
-                pod_ip: Some(Ipv4Addr::from(ip)),
-                conditions: vec![Condition::new("Ready", ready, None, None)],
-                ..PodStatus::default()
-            }),
-        }
+        let mut p = fixtures::pod(name, "", "", &[]);
+        p.metadata.namespace = Some("shop".into());
+        p.metadata.labels = web_labels();
+        p.metadata.uid = Some(format!("uid-{name}"));
+        p.spec.containers[0].ports = http_port
+            .map(|p| ContainerPort {
+                name: Some("http".into()),
+                container_port: p,
+                protocol: Protocol::Tcp,
+            })
+            .into_iter()
+            .collect();
+        p.spec.node_name = Some("node-a".into());
+        p.status = Some(PodStatus {
+            pod_ip: Some(Ipv4Addr::from(ip)),
+            ..pod_status(None, ready)
+        });
+        p
     }
 
     fn addresses(slice: &EndpointSlice) -> Vec<String> {

@@ -21,6 +21,8 @@ pub mod addresses;
 pub mod autoscaler;
 pub mod deployment;
 pub mod endpoints;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod node_lifecycle;
 pub mod replicaset;
 #[cfg(test)]

@@ -165,12 +165,11 @@ fn mark_unknown(node: &mut Node, now: SystemTime) {
 mod tests {
     use skiff_api::{
         core::{Toleration, TolerationOperator},
-        meta::ObjectMeta,
-        node::{NodeSpec, NodeStatus},
         PodSpec,
     };
 
     use super::*;
+    use crate::controllers::fixtures::{self, reported};
 
     const T0: &str = "2026-11-22T10:00:00Z";
     const GRACE: Duration = Duration::from_secs(40);
@@ -179,41 +178,21 @@ mod tests {
         parse_rfc3339(T0).unwrap() + Duration::from_secs(offset_seconds)
     }
 
+    /// Node `name` (no allocatable resources), last heard from at `heartbeat`, in its state
+    /// since `T0`.
     fn node(name: &str, ready: bool, heartbeat: &str) -> Node {
-        Node {
-            api_version: "v1".into(),
-            kind: "Node".into(),
-            metadata: ObjectMeta {
-                name: name.into(),
-                ..ObjectMeta::default()
-            },
-            spec: NodeSpec::default(),
-            status: Some(NodeStatus {
-                conditions: vec![Condition {
-                    last_heartbeat_time: Some(heartbeat.into()),
-                    last_transition_time: Some(T0.into()),
-                    ..Condition::new("Ready", ready, Some("KubeletReady"), None)
-                }],
-                ..NodeStatus::default()
-            }),
-        }
+        reported(fixtures::node(name, "", "", ready), heartbeat, Some(T0))
     }
 
+    /// Pod `shop/{name}`, without containers, bound to `node`.
     fn pod(name: &str, node: &str) -> Pod {
-        Pod {
-            api_version: "v1".into(),
-            kind: "Pod".into(),
-            metadata: ObjectMeta {
-                name: name.into(),
-                namespace: Some("shop".into()),
-                ..ObjectMeta::default()
-            },
-            spec: PodSpec {
-                node_name: Some(node.into()),
-                ..PodSpec::default()
-            },
-            status: None,
-        }
+        let mut p = fixtures::pod(name, "", "", &[]);
+        p.metadata.namespace = Some("shop".into());
+        p.spec = PodSpec {
+            node_name: Some(node.into()),
+            ..PodSpec::default()
+        };
+        p
     }
 
     fn evicted(plan: &NodeLifecyclePlan) -> Vec<&str> {

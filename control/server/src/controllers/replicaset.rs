@@ -156,50 +156,16 @@ fn deletion_rank(pod: &Pod) -> impl Ord {
 
 #[cfg(test)]
 mod tests {
-    use skiff_api::{
-        apps::{PodTemplateSpec, ReplicaSetSpec, TemplateMeta},
-        core::ContainerStatus,
-        meta::LabelSelector,
-        Condition, Container, PodSpec, PodStatus,
-    };
+    use skiff_api::core::ContainerStatus;
 
     use super::*;
+    use crate::controllers::fixtures::{self, pod_status};
 
     fn replica_set(replicas: i32) -> ReplicaSet {
-        let labels: skiff_api::Labels = [("app".to_string(), "web".to_string())].into();
-        ReplicaSet {
-            api_version: "apps/v1".into(),
-            kind: "ReplicaSet".into(),
-            metadata: ObjectMeta {
-                name: "web-abc".into(),
-                namespace: Some("shop".into()),
-                uid: Some("rs-uid".into()),
-                generation: Some(3),
-                ..ObjectMeta::default()
-            },
-            spec: ReplicaSetSpec {
-                replicas,
-                selector: LabelSelector {
-                    match_labels: labels.clone(),
-                    ..LabelSelector::default()
-                },
-                template: PodTemplateSpec {
-                    metadata: TemplateMeta {
-                        labels,
-                        ..TemplateMeta::default()
-                    },
-                    spec: PodSpec {
-                        containers: vec![Container {
-                            name: "app".into(),
-                            image: Some("web:1".into()),
-                            ..Container::default()
-                        }],
-                        ..PodSpec::default()
-                    },
-                },
-            },
-            status: None,
-        }
+        let mut rs = fixtures::replica_set("web-abc", replicas, "web:1");
+        rs.metadata.uid = Some("rs-uid".into());
+        rs.metadata.generation = Some(3);
+        rs
     }
 
     fn counter() -> impl FnMut() -> String {
@@ -219,11 +185,7 @@ mod tests {
         if node {
             p.spec.node_name = Some("n1".into());
         }
-        p.status = Some(PodStatus {
-            phase: Some(phase),
-            conditions: vec![Condition::new("Ready", ready, None, None)],
-            ..PodStatus::default()
-        });
+        p.status = Some(pod_status(Some(phase), ready));
         p
     }
 

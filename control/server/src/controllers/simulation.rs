@@ -14,19 +14,14 @@ use std::{
 };
 
 use skiff_api::{
-    apps::{
-        DeploymentSpec, DeploymentStrategy, PodTemplateSpec, RollingUpdate, StrategyType,
-        TemplateMeta, REVISION_ANNOTATION, TEMPLATE_HASH_LABEL,
-    },
-    core::Resources,
-    meta::{IntOrString, LabelSelector, ObjectMeta},
-    node::{NodeSpec, NodeStatus, UNREACHABLE_TAINT},
-    quantity::Quantity,
-    Condition, Container, Deployment, Node, Pod, PodPhase, PodSpec, PodStatus, ReplicaSet,
+    apps::{DeploymentSpec, REVISION_ANNOTATION, TEMPLATE_HASH_LABEL},
+    node::UNREACHABLE_TAINT,
+    Condition, Deployment, Node, Pod, PodPhase, PodStatus, ReplicaSet,
 };
 
 use super::{
     deployment::{self, rollback_template, template_hash},
+    fixtures::{self, reported, rolling},
     is_active, is_controlled_by, node_lifecycle, replicaset,
     time::{parse_rfc3339, rfc3339},
 };
@@ -305,82 +300,25 @@ impl Cluster {
     }
 }
 
+/// A Ready node of 4 CPUs and 8Gi, heard from at the start of the simulation.
 fn node(name: &str) -> Node {
-    Node {
-        api_version: "v1".into(),
-        kind: "Node".into(),
-        metadata: ObjectMeta {
-            name: name.into(),
-            ..ObjectMeta::default()
-        },
-        spec: NodeSpec::default(),
-        status: Some(NodeStatus {
-            allocatable: [
-                ("cpu".to_string(), Quantity("4".into())),
-                ("memory".to_string(), Quantity("8Gi".into())),
-            ]
-            .into(),
-            conditions: vec![Condition {
-                last_heartbeat_time: Some("2026-11-22T10:00:00Z".into()),
-                ..Condition::new("Ready", true, Some("KubeletReady"), None)
-            }],
-            ..NodeStatus::default()
-        }),
-    }
+    reported(
+        fixtures::node(name, "4", "8Gi", true),
+        "2026-11-22T10:00:00Z",
+        None,
+    )
 }
 
+/// Deployment `shop/web` (generation 1) of `replicas` pods requesting 250m and 64Mi,
+/// rolled out with `max_surge` and `max_unavailable`.
 fn web(replicas: i32, max_surge: i64, max_unavailable: i64) -> Deployment {
-    let labels: skiff_api::Labels = [("app".to_string(), "web".to_string())].into();
-    Deployment {
-        api_version: "apps/v1".into(),
-        kind: "Deployment".into(),
-        metadata: ObjectMeta {
-            name: "web".into(),
-            namespace: Some("shop".into()),
-            generation: Some(1),
-            ..ObjectMeta::default()
-        },
-        spec: DeploymentSpec {
-            replicas: Some(replicas),
-            selector: LabelSelector {
-                match_labels: labels.clone(),
-                ..LabelSelector::default()
-            },
-            template: PodTemplateSpec {
-                metadata: TemplateMeta {
-                    labels,
-                    ..TemplateMeta::default()
-                },
-                spec: PodSpec {
-                    containers: vec![Container {
-                        name: "app".into(),
-                        image: Some("web:1".into()),
-                        resources: Resources {
-                            requests: [
-                                ("cpu".to_string(), Quantity("250m".into())),
-                                ("memory".to_string(), Quantity("64Mi".into())),
-                            ]
-                            .into(),
-                            ..Resources::default()
-                        },
-                        ..Container::default()
-                    }],
-                    ..PodSpec::default()
-                },
-            },
-            strategy: Some(DeploymentStrategy {
-                type_: Some(StrategyType::RollingUpdate),
-                rolling_update: Some(RollingUpdate {
-                    max_surge: Some(IntOrString::Int(max_surge)),
-                    max_unavailable: Some(IntOrString::Int(max_unavailable)),
-                }),
-            }),
-            revision_history_limit: None,
-            min_ready_seconds: None,
-            paused: None,
-        },
-        status: None,
-    }
+    let mut d = fixtures::deployment(replicas, "web:1");
+    d.metadata.generation = Some(1);
+    d.spec.template.spec.containers = vec![fixtures::container(
+        Some("web:1"),
+        &[("cpu", "250m"), ("memory", "64Mi")],
+    )];
+    rolling(d, max_surge, max_unavailable)
 }
 
 fn set_image(image: &str) -> impl FnOnce(&mut DeploymentSpec) + '_ {
