@@ -125,7 +125,7 @@ fn manifest(
         docs.push(
             json!({"apiVersion": "v1", "kind": "Pod",
                    "metadata": {"name": name, "namespace": ns, "labels": pod_labels[&pod]},
-                   "spec": {"containers": [{"name": "probe", "ports": ports}]},
+                   "spec": {"containers": [{"name": "probe", "image": "skiff-probe", "ports": ports}]},
                    "status": {"podIP": c.pod_ip(&lab_name(&pod)).to_string()}})
             .to_string(),
         );

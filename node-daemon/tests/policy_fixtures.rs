@@ -24,19 +24,19 @@ const MANIFEST: &str = "
 apiVersion: v1
 kind: Pod
 metadata: {name: server, namespace: x, labels: {app: server}}
-spec: {containers: [{name: main}]}
+spec: {containers: [{name: main, image: skiff-probe}]}
 status: {podIP: 10.244.1.2}
 ---
 apiVersion: v1
 kind: Pod
 metadata: {name: friend, namespace: x, labels: {app: friend}}
-spec: {containers: [{name: main}]}
+spec: {containers: [{name: main, image: skiff-probe}]}
 status: {podIP: 10.244.1.3}
 ---
 apiVersion: v1
 kind: Pod
 metadata: {name: stranger, namespace: x, labels: {app: stranger}}
-spec: {containers: [{name: main}]}
+spec: {containers: [{name: main, image: skiff-probe}]}
 status: {podIP: 10.244.1.4}
 ---
 apiVersion: networking.k8s.io/v1

@@ -36,7 +36,7 @@ fn manifest(policies: usize) -> String {
             let _ = writeln!(
                 m,
                 "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p{i}, namespace: ns{ns}, labels: {{app: a{}, tier: t{}}}}}\n\
-                 spec: {{containers: [{{name: main, ports: [{{name: http, containerPort: 8080}}]}}]}}\n\
+                 spec: {{containers: [{{name: main, image: skiff-probe, ports: [{{name: http, containerPort: 8080}}]}}]}}\n\
                  status: {{podIP: {}}}",
                 i % APPS,
                 i % 2,
