@@ -9,7 +9,11 @@
 //! - [`api`]: the daemon's HTTP API (`/metrics`, `/flows`, `/explain`, `/status`).
 //! - [`metrics`]: `/metrics` (map fullness, drops by reason) from the pinned maps.
 //!
-//! Pod runtimes and joining the control plane arrive with the node-daemon issue.
+//! - [`agent`]: joins the control plane, heartbeats, reports usage and watches the objects
+//!   the data plane needs.
+//!
+//! Pod runtimes arrive with the rest of the node-daemon issue.
+pub mod agent;
 pub mod api;
 pub mod dataplane;
 mod http;

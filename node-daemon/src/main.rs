@@ -10,6 +10,7 @@ use std::{
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand, ValueEnum};
 use skiff_node::{
+    agent::{self, AgentConfig},
     api::{ApiState, Status},
     dataplane::{
         map_fullness, proto_name, remove_pins, AttachMode, Capacities, DataPlane, LoadOptions,
@@ -18,7 +19,7 @@ use skiff_node::{
     policy::{
         cluster_from_manifest, compile,
         flows::{spawn_reader, FlowHub},
-        Compiled, PolicyReconciler,
+        ClusterState, Compiled, PolicyReconciler,
     },
     service_lb::{health::HealthChecks, DesiredServices, ServiceReconciler},
 };
@@ -36,6 +37,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start; the size of `run`'s arguments does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Load every eBPF program into this kernel (running the verifier) and report what the
@@ -92,6 +95,21 @@ struct RunArgs {
     /// changes. A file that does not parse is reported and the applied state kept.
     #[arg(long, value_name = "FILE")]
     cluster: Option<PathBuf>,
+    /// Join the control plane with this client config (server, CA and the cluster's join
+    /// token: skiff-control writes the CA and token into its --data-dir). Services,
+    /// endpoints and policies then come from the cluster instead of --services/--cluster.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["services", "cluster"])]
+    control_plane: Option<PathBuf>,
+    /// This node's name in the cluster (default: the hostname).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// The address other nodes and the control plane reach this node on (its InternalIP;
+    /// default: the uplink's address).
+    #[arg(long)]
+    node_ip: Option<Ipv4Addr>,
+    /// Seconds between heartbeats to the control plane.
+    #[arg(long, default_value_t = 2)]
+    heartbeat_seconds: u64,
     /// Capacity of the conntrack map (entries; a translated flow takes two).
     #[arg(long, default_value_t = Capacities::default().conntrack)]
     conntrack_entries: u32,
@@ -208,28 +226,52 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     }));
     let local_ips: Vec<Ipv4Addr> = args.pods.iter().map(|(_, ip)| *ip).collect();
     let mut cluster_file = args.cluster.as_deref().map(WatchedFile::new);
-    let mut apply_cluster = |file: &mut WatchedFile| {
-        if let Some(text) = file.changed() {
-            let outcome = apply_cluster(&text, &local_ips, &mut policy, &compiled);
-            let mut status = status.lock().unwrap_or_else(|e| e.into_inner());
-            status.policy_revision = policy.revision();
-            match outcome {
-                Ok(()) => {
-                    status.cluster_applied = Some(skiff_node::api::digest(&text));
-                    status.cluster_rejected = None;
-                    status.cluster_error = None;
-                }
-                Err(e) => {
-                    tracing::error!(file = %file.path.display(), "cluster state rejected, kernel state unchanged: {e:#}");
-                    status.cluster_rejected = Some(skiff_node::api::digest(&text));
-                    status.cluster_error = Some(format!("{e:#}"));
-                }
+    // Applies a cluster state (from the file or the control plane) and records the outcome
+    // for /status; `source` names what was applied (the file's digest, the view's number).
+    let mut apply_state = |state: anyhow::Result<ClusterState>, source: String| {
+        let outcome =
+            state.and_then(|state| apply_policy(&state, &local_ips, &mut policy, &compiled));
+        let mut status = status.lock().unwrap_or_else(|e| e.into_inner());
+        status.policy_revision = policy.revision();
+        match outcome {
+            Ok(()) => {
+                status.cluster_applied = Some(source);
+                status.cluster_rejected = None;
+                status.cluster_error = None;
+            }
+            Err(e) => {
+                tracing::error!(%source, "cluster state rejected, kernel state unchanged: {e:#}");
+                status.cluster_rejected = Some(source);
+                status.cluster_error = Some(format!("{e:#}"));
             }
         }
     };
+    let read_cluster_file =
+        |file: &mut WatchedFile, apply: &mut dyn FnMut(anyhow::Result<ClusterState>, String)| {
+            if let Some(text) = file.changed() {
+                let state = cluster_from_manifest(&text)
+                    .with_context(|| format!("parsing {}", file.path.display()));
+                apply(state, skiff_node::api::digest(&text));
+            }
+        };
     if let Some(file) = &mut cluster_file {
-        apply_cluster(file);
+        read_cluster_file(file, &mut apply_state);
     }
+    let views = match &args.control_plane {
+        Some(config) => Some(agent::start(AgentConfig {
+            config: config.clone(),
+            node_name: args.node_name.clone().unwrap_or_else(hostname),
+            node_ip: args.node_ip.or_else(|| {
+                args.uplink
+                    .as_deref()
+                    .and_then(|u| interface_address(u).ok())
+            }),
+            node_addresses: node_addresses()?,
+            heartbeat: Duration::from_secs(args.heartbeat_seconds.max(1)),
+        })?),
+        None => None,
+    };
+    let mut view_count = 0u64;
     let flows = Arc::new(FlowHub::default());
     spawn_reader(
         dataplane.take_flow_events()?,
@@ -281,7 +323,16 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         }
         if let Some(file) = &mut cluster_file {
-            apply_cluster(file);
+            read_cluster_file(file, &mut apply_state);
+        }
+        // Only the newest view of the cluster matters.
+        if let Some(view) = views.as_ref().and_then(|v| v.try_iter().last()) {
+            view_count += 1;
+            apply_desired_services(&view.services, &mut reconciler, &mut health);
+            apply_state(
+                ClusterState::from_objects(view.policy_objects).map_err(Into::into),
+                format!("control-plane view {view_count}"),
+            );
         }
         since_report += tick;
         if since_report < Duration::from_secs(args.report_every.max(1)) {
@@ -358,33 +409,44 @@ fn apply_services(
     reconciler: &mut ServiceReconciler,
     health: &mut HealthChecks,
 ) {
-    let outcome = serde_json::from_str::<DesiredServices>(&text)
-        .with_context(|| format!("parsing {}", path.display()))
-        .and_then(|desired| {
-            let stats = reconciler.reconcile(&desired)?;
-            health
-                .update(&desired)
-                .context("opening health-check node ports")?;
-            Ok(stats)
-        });
-    match outcome {
-        Ok(stats) => tracing::info!(?stats, "services reconciled"),
+    match serde_json::from_str::<DesiredServices>(&text) {
+        Ok(desired) => apply_desired_services(&desired, reconciler, health),
         Err(e) => {
             tracing::error!(file = %path.display(), "services file rejected, kernel state unchanged: {e:#}")
         }
     }
 }
 
-/// Compiles a `--cluster` file and writes the policy of this node's pods into the kernel.
-fn apply_cluster(
-    text: &str,
+/// Writes desired services into the kernel; an invalid state leaves the kernel as is.
+fn apply_desired_services(
+    desired: &DesiredServices,
+    reconciler: &mut ServiceReconciler,
+    health: &mut HealthChecks,
+) {
+    let outcome = reconciler
+        .reconcile(desired)
+        .map_err(anyhow::Error::from)
+        .and_then(|stats| {
+            health
+                .update(desired)
+                .context("opening health-check node ports")?;
+            Ok(stats)
+        });
+    match outcome {
+        Ok(stats) => tracing::info!(?stats, "services reconciled"),
+        Err(e) => tracing::error!("services rejected, kernel state unchanged: {e:#}"),
+    }
+}
+
+/// Compiles a cluster state and writes the policy of this node's pods into the kernel.
+fn apply_policy(
+    state: &ClusterState,
     local_ips: &[Ipv4Addr],
     policy: &mut PolicyReconciler,
     shared: &RwLock<Arc<Compiled>>,
 ) -> anyhow::Result<()> {
-    let state = cluster_from_manifest(text)?;
     let started = std::time::Instant::now();
-    let compiled = compile(&state, &node_addresses()?, local_ips);
+    let compiled = compile(state, &node_addresses()?, local_ips);
     let stats = policy.reconcile(&compiled)?;
     tracing::info!(
         policies = state.policies.len(),
@@ -401,6 +463,24 @@ fn apply_cluster(
 
 /// This node's IPv4 addresses (loopback excepted): traffic from them is the node's own.
 fn node_addresses() -> anyhow::Result<Vec<Ipv4Addr>> {
+    Ok(interface_addresses()?
+        .into_iter()
+        .map(|(_, ip)| ip)
+        .filter(|ip| !ip.is_loopback())
+        .collect())
+}
+
+/// The first IPv4 address of an interface.
+fn interface_address(name: &str) -> anyhow::Result<Ipv4Addr> {
+    interface_addresses()?
+        .into_iter()
+        .find(|(ifname, _)| ifname == name)
+        .map(|(_, ip)| ip)
+        .with_context(|| format!("{name} has no IPv4 address"))
+}
+
+/// Every IPv4 address of this network namespace, with its interface's name.
+fn interface_addresses() -> anyhow::Result<Vec<(String, Ipv4Addr)>> {
     let mut addrs = Vec::new();
     let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills a list we free below; entries are read only while it lives.
@@ -413,10 +493,10 @@ fn node_addresses() -> anyhow::Result<Vec<Ipv4Addr>> {
             let addr = (*cursor).ifa_addr;
             if !addr.is_null() && (*addr).sa_family as i32 == libc::AF_INET {
                 let sin = &*(addr as *const libc::sockaddr_in);
-                let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-                if !ip.is_loopback() {
-                    addrs.push(ip);
-                }
+                let name = std::ffi::CStr::from_ptr((*cursor).ifa_name)
+                    .to_string_lossy()
+                    .into_owned();
+                addrs.push((name, Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))));
             }
             cursor = (*cursor).ifa_next;
         }
@@ -569,4 +649,10 @@ mod signals {
             unsafe { libc::sigtimedwait(&self.set, std::ptr::null_mut(), &ts) > 0 }
         }
     }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "node".into())
 }

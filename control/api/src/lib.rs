@@ -10,6 +10,7 @@
 //! - [`network_policy`]: `networking.k8s.io/v1` NetworkPolicy, validated;
 //! - [`object`]: every kind described once ([`Kind`]), any object ([`Object`]), and the
 //!   wire shapes of lists, watch events and errors;
+//! - [`time`]: RFC 3339 timestamps as the API stores them;
 //! - [`manifest`]: reading multi-document YAML into typed objects, with errors that name the
 //!   document, line and field.
 pub mod apps;
@@ -22,6 +23,7 @@ pub mod node;
 pub mod object;
 pub mod quantity;
 pub mod service;
+pub mod time;
 pub mod validate;
 
 pub use crate::core::{

@@ -9,6 +9,7 @@
 
 use std::{collections::BTreeSet, ops::RangeInclusive, sync::Arc};
 
+use skiff_api::time::rfc3339;
 use skiff_api::{
     apps::REVISION_ANNOTATION,
     network_policy::Cidr,
@@ -18,10 +19,7 @@ use skiff_api::{
 use skiff_store::{KeyValue, Precondition, Store, TxnOutcome, Write};
 
 use crate::{
-    controllers::{
-        addresses::{NodePortAllocator, PodCidrAllocator, ServiceIpAllocator},
-        time::rfc3339,
-    },
+    controllers::addresses::{NodePortAllocator, PodCidrAllocator, ServiceIpAllocator},
     error::ApiError,
 };
 

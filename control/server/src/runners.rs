@@ -26,6 +26,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use skiff_api::time::parse_rfc3339;
 use skiff_api::{
     apps::{Deployment, ReplicaSet, REVISION_ANNOTATION},
     core::{Condition, PodStatus},
@@ -39,7 +40,6 @@ use crate::{
     controllers::{
         autoscaler::{self, Recommendations},
         deployment, endpoints, node_lifecycle, replicaset,
-        time::parse_rfc3339,
     },
     error::ApiError,
     metrics::Metrics,

@@ -16,7 +16,7 @@ use std::{
 };
 
 use serde_json::{json, Value};
-use skiff_control::controllers::time::rfc3339;
+use skiff_api::time::rfc3339;
 use support::{eventually, Api, Control};
 
 /// A fake node: heartbeats, runs (pretends to run) its pods, reports usage.

@@ -19,7 +19,9 @@ use skiff_api::{
     Condition, Deployment, HorizontalPodAutoscaler, NodeMetrics, Pod,
 };
 
-use super::{is_active, time::rfc3339};
+use skiff_api::time::rfc3339;
+
+use super::is_active;
 
 /// The recommendations an HPA made recently, kept by its runner between calls (in memory:
 /// after a restart the windows simply start empty, as in Kubernetes).

@@ -15,7 +15,6 @@
 //!   eviction of their pods;
 //! - [`autoscaler`]: a Deployment's replica count under a HorizontalPodAutoscaler;
 //! - [`addresses`]: ClusterIPs, NodePorts and node pod CIDRs, never handed out twice;
-//! - [`time`]: the RFC 3339 timestamps the API stores.
 
 pub mod addresses;
 pub mod autoscaler;
@@ -27,7 +26,6 @@ pub mod node_lifecycle;
 pub mod replicaset;
 #[cfg(test)]
 mod simulation;
-pub mod time;
 
 use skiff_api::{
     meta::{ObjectMeta, OwnerReference},

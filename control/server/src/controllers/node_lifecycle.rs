@@ -18,7 +18,7 @@ use skiff_api::{
     Condition, Node, Pod,
 };
 
-use super::time::{parse_rfc3339, rfc3339};
+use skiff_api::time::{parse_rfc3339, rfc3339};
 
 /// Kubernetes' taint for nodes whose daemon reports NotReady itself; here only used to
 /// match tolerations (pods tolerating it stay on such nodes).

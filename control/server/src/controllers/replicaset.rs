@@ -18,7 +18,9 @@ use skiff_api::{
     apps::ReplicaSetStatus, core::RestartPolicy, meta::ObjectMeta, Pod, PodPhase, ReplicaSet,
 };
 
-use super::{controller_reference, encode_for_names, is_active, time::parse_rfc3339};
+use skiff_api::time::parse_rfc3339;
+
+use super::{controller_reference, encode_for_names, is_active};
 
 /// The writes that bring one ReplicaSet's pods to its spec.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -23,9 +23,9 @@ use super::{
     deployment::{self, rollback_template, template_hash},
     fixtures::{self, reported, rolling},
     is_active, is_controlled_by, node_lifecycle, replicaset,
-    time::{parse_rfc3339, rfc3339},
 };
 use crate::scheduler::Scheduler;
+use skiff_api::time::{parse_rfc3339, rfc3339};
 
 const TICK: Duration = Duration::from_secs(5);
 const GRACE: Duration = Duration::from_secs(40);

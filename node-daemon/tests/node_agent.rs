@@ -1,0 +1,266 @@
+//! A node daemon joined to a real control plane across the lab network: it registers and
+//! heartbeats, reports usage, and keeps its kernel data plane in step with the cluster's
+//! Services, EndpointSlices and NetworkPolicies; when the control plane dies, the data plane
+//! keeps forwarding.
+//!
+//! The pods are lab pods (namespaces with `skiff-probe serve`), and the test reports their
+//! status as a node's pod manager will.
+
+mod support;
+
+use std::{
+    io::{BufRead as _, BufReader},
+    path::PathBuf,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::{json, Value};
+use skiff_lab::{Lab, NodeId, PodId};
+use support::{connect_command, parse, pin_dir};
+
+const DAEMON: &str = env!("CARGO_BIN_EXE_skiff-node");
+
+fn control_binary() -> PathBuf {
+    // The control plane is a sibling crate's binary in the same target folder.
+    let mut path = PathBuf::from(DAEMON);
+    path.set_file_name("skiff-control");
+    assert!(
+        path.exists(),
+        "{} missing: build it with `cargo build -p skiff-control` (cargo xtask test does)",
+        path.display()
+    );
+    path
+}
+
+/// An admin client that runs inside the control plane's node namespace.
+struct Admin {
+    base: String,
+    client: reqwest::blocking::Client,
+}
+
+impl Admin {
+    fn new(lab: &Lab, node: NodeId, admin_conf: &Value) -> Admin {
+        // Threads inherit the namespace of the thread that creates them: building the
+        // client inside the node puts its connections there.
+        let ca = admin_conf["certificateAuthorityData"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let token = admin_conf["token"].as_str().unwrap().to_string();
+        let client = lab.node(node).netns.run(|| {
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
+            reqwest::blocking::Client::builder()
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
+                .default_headers(headers)
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap()
+        });
+        Admin {
+            base: admin_conf["server"].as_str().unwrap().to_string(),
+            client,
+        }
+    }
+
+    fn call(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(b) = body {
+            request = request.json(b);
+        }
+        match request.send() {
+            Ok(r) => {
+                let code = r.status().as_u16();
+                (code, r.json().unwrap_or(Value::Null))
+            }
+            Err(_) => (0, Value::Null),
+        }
+    }
+
+    fn get(&self, path: &str) -> Value {
+        let (code, body) = self.call(reqwest::Method::GET, path, None);
+        assert_eq!(code, 200, "GET {path}: {body}");
+        body
+    }
+
+    fn apply(&self, objects: &[Value]) {
+        let (code, body) = self.call(
+            reqwest::Method::POST,
+            "/api/v1/apply",
+            Some(&json!({"objects": objects})),
+        );
+        assert_eq!(code, 200, "apply: {body}");
+    }
+}
+
+fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(t) = check() {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn reaches(lab: &Lab, from: PodId, target: &str) -> Option<String> {
+    let result = parse(
+        lab.run_in_pod(from, connect_command(target, "tcp", &[]))
+            .unwrap(),
+    );
+    (result["ok"] == true).then(|| result.to_string())
+}
+
+#[test]
+fn a_joined_node_follows_the_cluster_and_outlives_the_control_plane() {
+    if !skiff_lab::privileged() {
+        return;
+    }
+    let mut lab = Lab::new().expect("lab");
+    let control_node = lab.add_node("cp").expect("node");
+    let node = lab.add_node("n2").expect("node");
+    let web = lab.add_pod(node, "web").expect("pod");
+    let client = lab.add_pod(node, "client").expect("pod");
+    support::serve(&mut lab, web, "web", &["--tcp", "8080"]);
+
+    // The control plane, on its own node of the lab network.
+    let data = tempfile::tempdir().unwrap();
+    let address = lab.node(control_node).address;
+    let mut command = Command::new(control_binary());
+    command
+        .args(["--data-dir", &data.path().display().to_string()])
+        .args(["--listen", &format!("{address}:6443")])
+        .args(["--node-grace-seconds", "5"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null());
+    let control_pid = lab
+        .spawn_on_node(control_node, command)
+        .expect("start skiff-control")
+        .id();
+    let admin_conf: Value = eventually(Duration::from_secs(20), "admin.conf", || {
+        serde_json::from_str(&std::fs::read_to_string(data.path().join("admin.conf")).ok()?).ok()
+    });
+    let admin = Admin::new(&lab, control_node, &admin_conf);
+    eventually(Duration::from_secs(10), "the API", || {
+        (admin
+            .call(reqwest::Method::GET, "/api/v1/namespaces", None)
+            .0
+            == 200)
+            .then_some(())
+    });
+
+    // The node joins with the join token.
+    let join_token = std::fs::read_to_string(data.path().join("join-token")).unwrap();
+    let node_conf = data.path().join("node.conf");
+    std::fs::write(
+        &node_conf,
+        json!({"server": admin_conf["server"], "certificateAuthorityData": admin_conf["certificateAuthorityData"],
+            "token": join_token.trim()})
+        .to_string(),
+    )
+    .unwrap();
+    let n = lab.node(node);
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        "--pin-dir".into(),
+        pin_dir(&lab, node).display().to_string(),
+        "--cgroup".into(),
+        n.cgroup.display().to_string(),
+        "--uplink".into(),
+        n.uplink.into(),
+        "--control-plane".into(),
+        node_conf.display().to_string(),
+        "--node-name".into(),
+        "n2".into(),
+        "--heartbeat-seconds".into(),
+        "1".into(),
+    ];
+    for pod in [web, client] {
+        let p = lab.pod(pod);
+        args.extend(["--pod".into(), format!("{}={}", p.host_interface, p.ip)]);
+    }
+    let mut command = Command::new(DAEMON);
+    command
+        .args(&args)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let child = lab.spawn_on_node(node, command).expect("start skiff-node");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready", "skiff-node did not start");
+
+    // Registered, Ready, with its address and a pod CIDR; usage arrives.
+    let node_address = lab.node(node).address.to_string();
+    eventually(Duration::from_secs(15), "n2 Ready", || {
+        let n = admin.call(reqwest::Method::GET, "/api/v1/nodes/n2", None).1;
+        let ready = n["status"]["conditions"][0]["status"] == "True";
+        let ip = n["status"]["addresses"][0]["address"] == node_address.as_str();
+        (ready && ip && n["spec"]["podCIDR"].is_string()).then_some(())
+    });
+    eventually(Duration::from_secs(10), "a usage sample", || {
+        let samples = admin.get("/api/v1/metrics");
+        (samples[0]["node"] == "n2" && samples[0]["memoryBytes"].as_u64()? > 0).then_some(())
+    });
+
+    // A Service in front of the web pod, from the cluster to the kernel.
+    let pod = |name: &str, app: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": app}},
+            "spec": {"nodeName": "n2", "containers": [{"name": "main", "image": "skiff-probe",
+                "ports": [{"name": "http", "containerPort": 8080}]}]}})
+    };
+    let service = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}});
+    admin.apply(&[pod("web", "web"), pod("client", "client"), service]);
+    for (name, id) in [("web", web), ("client", client)] {
+        let mut object = admin.get(&format!("/api/v1/namespaces/default/pods/{name}"));
+        object["status"] = json!({"phase": "Running", "podIP": lab.pod(id).ip.to_string(),
+            "conditions": [{"type": "Ready", "status": "True"}]});
+        let (code, body) = admin.call(
+            reqwest::Method::PUT,
+            &format!("/api/v1/namespaces/default/pods/{name}/status"),
+            Some(&object),
+        );
+        assert_eq!(code, 200, "{body}");
+    }
+    let cluster_ip = admin.get("/api/v1/namespaces/default/services/web")["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let target = format!("{cluster_ip}:80");
+    let answer = eventually(Duration::from_secs(10), "the ClusterIP to answer", || {
+        reaches(&lab, client, &target)
+    });
+    assert!(answer.contains("web"), "{answer}");
+
+    // A NetworkPolicy from the cluster closes it.
+    let deny = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "deny-web"}, "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress"]}});
+    admin.apply(&[deny]);
+    eventually(Duration::from_secs(5), "the policy to deny", || {
+        reaches(&lab, client, &target).is_none().then_some(())
+    });
+    let (code, _) = admin.call(
+        reqwest::Method::DELETE,
+        "/api/v1/namespaces/default/networkpolicies/deny-web",
+        None,
+    );
+    assert_eq!(code, 200);
+    eventually(Duration::from_secs(5), "the policy to go", || {
+        reaches(&lab, client, &target)
+    });
+
+    // The control plane dies; the data plane keeps forwarding what it was given.
+    // SAFETY: plain kill(2) of a child this test started.
+    assert_eq!(unsafe { libc::kill(control_pid as i32, libc::SIGKILL) }, 0);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        reaches(&lab, client, &target).is_some(),
+        "forwarding stopped with the control plane"
+    );
+}
