@@ -106,6 +106,42 @@ fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Optio
     }
 }
 
+/// Starts `skiff-node run` on `node`, joined with `config`, and waits for "ready".
+fn start_daemon(lab: &mut Lab, node: NodeId, name: &str, pods: &[PodId], config: &std::path::Path) {
+    let n = lab.node(node);
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        "--pin-dir".into(),
+        pin_dir(lab, node).display().to_string(),
+        "--cgroup".into(),
+        n.cgroup.display().to_string(),
+        "--uplink".into(),
+        n.uplink.into(),
+        "--control-plane".into(),
+        config.display().to_string(),
+        "--node-name".into(),
+        name.into(),
+        "--heartbeat-seconds".into(),
+        "1".into(),
+    ];
+    for pod in pods {
+        let p = lab.pod(*pod);
+        args.extend(["--pod".into(), format!("{}={}", p.host_interface, p.ip)]);
+    }
+    let mut command = Command::new(DAEMON);
+    command
+        .args(&args)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let child = lab.spawn_on_node(node, command).expect("start skiff-node");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready", "skiff-node did not start on {name}");
+}
+
 fn reaches(lab: &Lab, from: PodId, target: &str) -> Option<String> {
     let result = parse(
         lab.run_in_pod(from, connect_command(target, "tcp", &[]))
@@ -122,9 +158,12 @@ fn a_joined_node_follows_the_cluster_and_outlives_the_control_plane() {
     let mut lab = Lab::new().expect("lab");
     let control_node = lab.add_node("cp").expect("node");
     let node = lab.add_node("n2").expect("node");
+    let far = lab.add_node("n3").expect("node");
     let web = lab.add_pod(node, "web").expect("pod");
     let client = lab.add_pod(node, "client").expect("pod");
+    let remote = lab.add_pod(far, "remote").expect("pod");
     support::serve(&mut lab, web, "web", &["--tcp", "8080"]);
+    support::serve(&mut lab, remote, "remote", &["--tcp", "8080"]);
 
     // The control plane, on its own node of the lab network.
     let data = tempfile::tempdir().unwrap();
@@ -162,38 +201,20 @@ fn a_joined_node_follows_the_cluster_and_outlives_the_control_plane() {
         .to_string(),
     )
     .unwrap();
-    let n = lab.node(node);
-    let mut args: Vec<String> = vec![
-        "run".into(),
-        "--pin-dir".into(),
-        pin_dir(&lab, node).display().to_string(),
-        "--cgroup".into(),
-        n.cgroup.display().to_string(),
-        "--uplink".into(),
-        n.uplink.into(),
-        "--control-plane".into(),
-        node_conf.display().to_string(),
-        "--node-name".into(),
-        "n2".into(),
-        "--heartbeat-seconds".into(),
-        "1".into(),
-    ];
-    for pod in [web, client] {
-        let p = lab.pod(pod);
-        args.extend(["--pod".into(), format!("{}={}", p.host_interface, p.ip)]);
+    // Nodes may be declared before they join; the lab's pod CIDRs are where its pods are.
+    for (name, id) in [("n2", node), ("n3", far)] {
+        let declared = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
+            "spec": {"podCIDR": format!("{}/24", lab.node(id).pod_cidr)}});
+        let (code, body) = admin.call(reqwest::Method::POST, "/api/v1/nodes", Some(&declared));
+        assert_eq!(code, 201, "{body}");
     }
-    let mut command = Command::new(DAEMON);
-    command
-        .args(&args)
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let child = lab.spawn_on_node(node, command).expect("start skiff-node");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "ready", "skiff-node did not start");
+    let remote_target = format!("{}:8080", lab.pod(remote).ip);
+    assert!(
+        reaches(&lab, client, &remote_target).is_none(),
+        "no route to n3's pods before the daemons"
+    );
+    start_daemon(&mut lab, node, "n2", &[web, client], &node_conf);
+    start_daemon(&mut lab, far, "n3", &[remote], &node_conf);
 
     // Registered, Ready, with its address and a pod CIDR; usage arrives.
     let node_address = lab.node(node).address.to_string();
@@ -203,10 +224,16 @@ fn a_joined_node_follows_the_cluster_and_outlives_the_control_plane() {
         let ip = n["status"]["addresses"][0]["address"] == node_address.as_str();
         (ready && ip && n["spec"]["podCIDR"].is_string()).then_some(())
     });
-    eventually(Duration::from_secs(10), "a usage sample", || {
+    eventually(Duration::from_secs(10), "usage samples", || {
         let samples = admin.get("/api/v1/metrics");
-        (samples[0]["node"] == "n2" && samples[0]["memoryBytes"].as_u64()? > 0).then_some(())
+        (samples.as_array()?.len() == 2 && samples[0]["memoryBytes"].as_u64()? > 0).then_some(())
     });
+
+    // Each daemon routes the other node's pod CIDR via that node: pod to pod across nodes.
+    let answer = eventually(Duration::from_secs(10), "a pod on n3 from n2", || {
+        reaches(&lab, client, &remote_target)
+    });
+    assert!(answer.contains("remote"), "{answer}");
 
     // A Service in front of the web pod, from the cluster to the kernel.
     let pod = |name: &str, app: &str| {
@@ -253,6 +280,15 @@ fn a_joined_node_follows_the_cluster_and_outlives_the_control_plane() {
     assert_eq!(code, 200);
     eventually(Duration::from_secs(5), "the policy to go", || {
         reaches(&lab, client, &target)
+    });
+
+    // A node that leaves takes its route with it.
+    let (code, _) = admin.call(reqwest::Method::DELETE, "/api/v1/nodes/n3", None);
+    assert_eq!(code, 200);
+    eventually(Duration::from_secs(10), "the route to n3 to go", || {
+        reaches(&lab, client, &remote_target)
+            .is_none()
+            .then_some(())
     });
 
     // The control plane dies; the data plane keeps forwarding what it was given.

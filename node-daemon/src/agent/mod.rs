@@ -8,9 +8,11 @@
 //! what was applied last stays applied.
 //!
 //! - [`translate`]: Services and EndpointSlices into the data plane's desired state;
-//! - [`node_status`]: capacity and usage from /proc.
+//! - [`node_status`]: capacity and usage from /proc;
+//! - [`routes`]: routes to the other nodes' pod CIDRs.
 
 pub mod node_status;
+pub mod routes;
 pub mod translate;
 
 use std::{
@@ -57,7 +59,8 @@ pub struct ClusterView {
 }
 
 /// The kinds the node watches.
-const WATCHED: [Kind; 5] = [
+const WATCHED: [Kind; 6] = [
+    Kind::Node,
     Kind::Namespace,
     Kind::Pod,
     Kind::Service,
@@ -89,6 +92,13 @@ async fn run(config: AgentConfig, client_config: Config, views: mpsc::Sender<Clu
     let pod_cidr = register(&client, &config).await;
     tracing::info!(node = %config.node_name, pod_cidr = pod_cidr.as_deref().unwrap_or("-"), "registered with the control plane");
     tokio::spawn(heartbeat(client.clone(), config.clone()));
+    let routes = match routes::Routes::new() {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot manage pod routes: pods on other nodes are unreachable");
+            None
+        }
+    };
 
     let cache: Arc<Mutex<BTreeMap<(Kind, String), Object>>> = Arc::default();
     let changed = Arc::new(Notify::new());
@@ -110,6 +120,27 @@ async fn run(config: AgentConfig, client_config: Config, views: mpsc::Sender<Clu
             continue;
         }
         let objects: Vec<Object> = cache.lock().await.values().cloned().collect();
+        if let Some(routes) = &routes {
+            let nodes: Vec<skiff_api::Node> = objects
+                .iter()
+                .filter_map(|o| match o {
+                    Object::Node(n) => Some((**n).clone()),
+                    _ => None,
+                })
+                .collect();
+            match routes
+                .reconcile(&routes::desired(&nodes, &config.node_name))
+                .await
+            {
+                Ok((0, 0)) => {}
+                Ok((added, removed)) => {
+                    tracing::info!(added, removed, "pod routes to other nodes updated")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "updating pod routes failed; retrying on the next change")
+                }
+            }
+        }
         let view = view_of(&objects, &config, pod_cidr.clone());
         if views.send(view).is_err() {
             return;
