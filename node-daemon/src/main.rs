@@ -48,9 +48,10 @@ enum Command {
         #[arg(long, value_enum, default_value_t = AttachModeArg::Auto)]
         attach_mode: AttachModeArg,
     },
-    /// Load the data plane (reusing a pinned one), attach it, and keep the service maps in
-    /// step with a desired-state file until SIGINT/SIGTERM. The data plane stays pinned and
-    /// keeps forwarding after the daemon exits. Run it inside the node's network namespace.
+    /// Load the data plane (reusing a pinned one), attach it, and keep it in step with the
+    /// cluster (--control-plane) or with desired-state files (--services, --cluster) until
+    /// SIGINT/SIGTERM. The data plane stays pinned and keeps forwarding after the daemon
+    /// exits. Run it inside the node's network namespace.
     Run(RunArgs),
     /// List services and their backends as the kernel holds them, and how full each map is.
     Services {
