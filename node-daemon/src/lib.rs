@@ -12,11 +12,12 @@
 //! - [`agent`]: joins the control plane, heartbeats, reports usage and watches the objects
 //!   the data plane needs.
 //!
-//! Pod runtimes arrive with the rest of the node-daemon issue.
+//! - [`pods`]: pod networks (namespace, veth, address, routes).
 pub mod agent;
 pub mod api;
 pub mod dataplane;
 mod http;
 pub mod metrics;
+pub mod pods;
 pub mod policy;
 pub mod service_lb;

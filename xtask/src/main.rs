@@ -20,7 +20,8 @@ enum Command {
     /// Install what this machine lacks (Debian packages, bpf-linker, the eBPF toolchain link).
     /// Idempotent; about a second when everything is present.
     Setup,
-    /// Setup, then build every binary (node daemon with its embedded eBPF object, probe).
+    /// Setup, then build every binary (node daemon with its embedded eBPF object, probe) and
+    /// the statically linked probe in target/static/x86_64-unknown-linux-gnu/release/.
     Build,
     /// Setup, then the whole suite: fmt, clippy, unit tests, BPF_PROG_TEST_RUN fixtures and
     /// the privileged lab tests (run as root; under CI=true a privileged test that cannot

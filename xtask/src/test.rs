@@ -8,7 +8,7 @@ use std::{
 
 use anyhow::bail;
 
-use crate::cmd;
+use crate::{cmd, up};
 
 pub fn run(cargo_test_args: &[String]) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -18,6 +18,8 @@ pub fn run(cargo_test_args: &[String]) -> anyhow::Result<()> {
     cmd::run(cmd::cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
     println!("== build (the lab tests run skiff-probe)");
     cmd::run(cmd::cargo().args(["build", "--bins"]))?;
+    println!("== static skiff-probe (its test checks the ELF and runs it)");
+    up::build_static_probe()?;
     if !cmd::is_root() {
         let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
         if ci {
@@ -52,7 +54,11 @@ struct Counts {
 /// Runs `cargo test`, passing its output through and adding up its `test result:` lines.
 fn cargo_test(extra: &[String]) -> anyhow::Result<Counts> {
     let mut command = cmd::cargo();
-    command.arg("test").args(extra).stdout(Stdio::piped());
+    command
+        .arg("test")
+        .args(extra)
+        .env("SKIFF_PROBE_STATIC", up::static_probe())
+        .stdout(Stdio::piped());
     println!("$ {}", cmd::describe(&command));
     let mut child = command.spawn()?;
     let mut counts = Counts::default();

@@ -2,12 +2,51 @@
 //! data plane, to prove this machine can run it. The multi-node cluster with the demo
 //! application replaces this when the control plane and node agent exist.
 
-use std::{path::Path, process::Command};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use crate::cmd;
 
 pub fn build() -> anyhow::Result<()> {
-    cmd::run(cmd::cargo().args(["build", "--bins"]))
+    cmd::run(cmd::cargo().args(["build", "--bins"]))?;
+    build_static_probe()
+}
+
+/// Where [`build_static_probe`] puts `skiff-probe`.
+pub fn static_probe() -> PathBuf {
+    static_target_dir().join("x86_64-unknown-linux-gnu/release/skiff-probe")
+}
+
+/// A dir of its own: in `target/`, any plain `--release --target x86_64-unknown-linux-gnu`
+/// build would share this one's output path and fingerprints, each rebuilding over the other.
+fn static_target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| cmd::workspace_root().join("target"), PathBuf::from)
+        .join("static")
+}
+
+/// `skiff-probe` linked statically against glibc, so the same file runs in any pod's mount
+/// namespace and in an image without a libc. No musl target can be installed on this machine
+/// kind; `cargo rustc` puts the flag on the probe alone (RUSTFLAGS would reach every crate of
+/// the build).
+pub fn build_static_probe() -> anyhow::Result<()> {
+    cmd::run(
+        cmd::cargo()
+            .args(["rustc", "--release", "-p", "skiff-probe"])
+            .args([
+                "--bin",
+                "skiff-probe",
+                "--target",
+                "x86_64-unknown-linux-gnu",
+            ])
+            .arg("--target-dir")
+            .arg(static_target_dir())
+            .args(["--", "-C", "target-feature=+crt-static"]),
+    )?;
+    println!("static probe: {}", static_probe().display());
+    Ok(())
 }
 
 pub fn run(workspace: &Path) -> anyhow::Result<()> {

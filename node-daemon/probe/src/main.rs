@@ -1,12 +1,19 @@
-//! `skiff-probe`: the project's test and demo workload (like Kubernetes' agnhost).
+//! `skiff-probe`: the project's test, demo and benchmark workload (like Kubernetes' agnhost).
 //!
 //! - `serve`: answers on TCP, UDP and HTTP ports with its name and the client address it saw;
-//! - `connect`: opens one connection (or sends datagrams), prints a one-line JSON result and
-//!   exits 0 on success, 1 on failure.
+//! - `connect`: one exchange, printed as a JSON line; exits 0 on success, 1 on failure;
+//! - `load`: continuous traffic until stdin closes, or with `--mode` a timed benchmark;
+//! - `reach`, `session`: reachability matrices and long-lived flows for the lab tests.
+//!
+//! Built statically by `cargo xtask build`, so one binary runs in any pod's mount namespace.
+
+mod bench;
+mod serve;
+mod wire;
 
 use std::{
-    io::{BufRead as _, Read as _, Write as _},
-    net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs as _, UdpSocket},
+    io::{Read as _, Write as _},
+    net::SocketAddr,
     process::ExitCode,
     thread,
     time::{Duration, Instant},
@@ -16,10 +23,14 @@ use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
+use crate::wire::Exchange;
+
 #[derive(Parser)]
 #[command(
     version,
-    about = "Skiff's test and demo workload: serve and connect probes"
+    about = "Skiff's test, demo and benchmark workload: serve, connect and load probes",
+    after_help = "Targets are IP:PORT; names are not resolved (the binary is static).\n\
+                  Run `skiff-probe help <command>` for each command's examples."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -29,8 +40,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve on the given ports; every answer is "NAME CLIENT_IP:CLIENT_PORT".
+    #[command(after_help = "Examples:\n  \
+        skiff-probe serve --tcp 8080 --udp 8080 --http 80 --name web-1\n  \
+        POD_NAME=web-1 skiff-probe serve --bind 127.0.0.1 --tcp 9000\n\n\
+        Prints \"serving\" once every port listens. TCP also sinks `load --mode stream` data\n\
+        and HTTP reads request bodies, so any serve is a benchmark server.")]
     Serve {
-        /// TCP port: send the answer, then close after the client does.
+        /// TCP port: greet with the answer, then answer every line until the client closes.
         #[arg(long = "tcp", value_name = "PORT")]
         tcp: Vec<u16>,
         /// UDP port: answer every datagram.
@@ -46,15 +62,22 @@ enum Command {
         #[arg(long, default_value = "0.0.0.0")]
         bind: std::net::IpAddr,
     },
-    /// Connect once to HOST:PORT and print the result as one JSON line.
+    /// Connect once to IP:PORT and print the result as one JSON line: ok, proto, target,
+    /// local, peer, answer, pod and client (the server's name and the address it saw us as),
+    /// error, elapsed_ms.
+    #[command(after_help = "Examples:\n  \
+        skiff-probe connect 10.96.0.10:80\n  \
+        skiff-probe connect 10.96.0.10:53 --proto udp --timeout 500ms --count 5\n  \
+        skiff-probe connect 127.0.0.1:8080 --proto http")]
     Connect {
         /// Target, e.g. 10.96.0.10:80.
         target: String,
         #[arg(long, value_enum, default_value_t = Proto::Tcp)]
         proto: Proto,
-        /// Give up after this many milliseconds.
-        #[arg(long, default_value_t = 2000)]
-        timeout_ms: u64,
+        /// Give up after this long: milliseconds, or with a unit (2s, 500ms).
+        #[arg(long = "timeout-ms", visible_alias = "timeout", value_name = "TIMEOUT",
+              value_parser = parse_timeout, default_value = "2000")]
+        timeout: Duration,
         /// UDP: datagrams to send (each must be answered).
         #[arg(long, default_value_t = 1)]
         count: u32,
@@ -65,51 +88,85 @@ enum Command {
         #[arg(long)]
         unconnected: bool,
     },
-    /// Open a new TCP connection (or send a datagram on a new UDP socket) every interval,
-    /// reading each answer, until stdin closes; then print one JSON summary line
-    /// {attempts, failures, errors}. Continuous traffic for tests of disruptions.
+    /// Generate traffic. Without --mode: a new connection (or UDP socket) every interval until
+    /// stdin closes, then one JSON line {attempts, failures, errors}, for tests of
+    /// disruptions. With --mode: a benchmark for --duration, then one JSON line {mode, proto,
+    /// target, duration_s, connections, requests, errors, rate_per_s, p50_us, p99_us, bytes,
+    /// throughput_mbit_s}. Exits 0 only without failures.
+    #[command(after_help = "Examples:\n  \
+        skiff-probe load 10.96.0.10:80 --interval-ms 20 < /dev/null\n  \
+        skiff-probe load 10.96.0.10:80 --mode crr --duration 5s --concurrency 4\n  \
+        skiff-probe load 10.96.0.10:80 --proto http --mode rr --duration 10s\n  \
+        skiff-probe load 10.96.0.10:80 --mode stream --size 131072\n\n\
+        Modes (like netperf's): crr connects, sends one request of --size bytes, reads the\n\
+        answer and closes; rr repeats requests on one kept-alive connection per thread;\n\
+        stream writes --size chunks until the deadline (TCP: the server confirms the byte\n\
+        count; UDP: bytes sent, unanswered; HTTP: keep-alive POSTs of --size bytes).\n\
+        Latencies are per request, or in stream mode per write.")]
     Load {
-        /// HOST:PORT to reach.
+        /// IP:PORT to reach.
         target: String,
         #[arg(long, value_enum, default_value_t = Proto::Tcp)]
         proto: Proto,
-        #[arg(long, default_value_t = 20)]
+        /// Benchmark instead of running until stdin closes.
+        #[arg(long, value_enum)]
+        mode: Option<bench::Mode>,
+        /// Benchmark length: seconds, or with a unit (5s, 500ms, 1m).
+        #[arg(long, value_parser = parse_duration, default_value = "5s", requires = "mode")]
+        duration: Duration,
+        /// Benchmark threads, each with its own connection.
+        #[arg(long, default_value_t = 1, requires = "mode")]
+        concurrency: u32,
+        /// Benchmark request bytes [default: 16; stream: 65536, UDP 1400].
+        #[arg(long, value_name = "BYTES", requires = "mode")]
+        size: Option<usize>,
+        /// Without --mode: pause between attempts.
+        #[arg(long, default_value_t = 20, conflicts_with = "mode")]
         interval_ms: u64,
-        #[arg(long, default_value_t = 1000)]
-        timeout_ms: u64,
+        /// Per exchange: milliseconds, or with a unit (1s, 500ms).
+        #[arg(long = "timeout-ms", visible_alias = "timeout", value_name = "TIMEOUT",
+              value_parser = parse_timeout, default_value = "1000")]
+        timeout: Duration,
     },
-    /// Try many targets at once, each a new TCP connection or UDP exchange, and print one
-    /// JSON object {"PROTO:HOST:PORT": true|false, ...}: reachability matrices in few
+    /// Try many targets at once, each a new connection or UDP exchange, and print one
+    /// JSON object {"PROTO:IP:PORT": true|false, ...}: reachability matrices in few
     /// processes. Always exits 0 when it could run.
+    #[command(after_help = "Example:\n  \
+        skiff-probe reach tcp:10.0.1.5:80 udp:10.0.1.5:53 http:10.96.0.10:80")]
     Reach {
-        /// Targets as tcp:HOST:PORT or udp:HOST:PORT.
+        /// Targets as tcp:IP:PORT, udp:IP:PORT or http:IP:PORT.
         #[arg(required = true)]
         targets: Vec<String>,
-        /// Per-target deadline in milliseconds (UDP resends twice within it).
-        #[arg(long, default_value_t = 500)]
-        timeout_ms: u64,
+        /// Per-target deadline: milliseconds, or with a unit (UDP resends twice within it).
+        #[arg(long = "timeout-ms", visible_alias = "timeout", value_name = "TIMEOUT",
+              value_parser = parse_timeout, default_value = "500")]
+        timeout: Duration,
     },
     /// Keep one TCP connection or UDP socket open and make one exchange per line read from
-    /// stdin, printing one JSON line per exchange: for tests that change the cluster between
-    /// exchanges of the same flow.
+    /// stdin, printing one JSON line per exchange (as `connect`): for tests that change the
+    /// cluster between exchanges of the same flow.
+    #[command(after_help = "Example:\n  \
+        yes | head -3 | skiff-probe session 10.96.0.10:80")]
     Session {
-        /// HOST:PORT to reach.
+        /// IP:PORT to reach.
         target: String,
         #[arg(long, value_enum, default_value_t = Proto::Tcp)]
         proto: Proto,
-        #[arg(long, default_value_t = 2000)]
-        timeout_ms: u64,
+        #[arg(long = "timeout-ms", visible_alias = "timeout", value_name = "TIMEOUT",
+              value_parser = parse_timeout, default_value = "2000")]
+        timeout: Duration,
         /// UDP only: sendto() on an unconnected socket.
         #[arg(long)]
         unconnected: bool,
     },
 }
 
-#[derive(Clone, Copy, ValueEnum, Serialize)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 enum Proto {
     Tcp,
     Udp,
+    Http,
 }
 
 #[derive(Serialize)]
@@ -123,6 +180,12 @@ struct ConnectResult {
     peer: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     answer: Option<String>,
+    /// The answering server's name (pod).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pod: Option<String>,
+    /// Our address as the server saw it: differs from `local` behind SNAT.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
     elapsed_ms: f64,
@@ -137,48 +200,52 @@ fn main() -> ExitCode {
             http,
             name,
             bind,
-        } => serve(tcp, udp, http, name, bind).map(|()| ExitCode::SUCCESS),
+        } => serve::serve(tcp, udp, http, name, bind).map(|()| ExitCode::SUCCESS),
         Command::Connect {
             target,
             proto,
-            timeout_ms,
+            timeout,
             count,
             size,
             unconnected,
-        } => Ok(connect(
-            &target,
-            proto,
-            Duration::from_millis(timeout_ms),
-            count,
-            size,
-            unconnected,
-        )),
+        } => Ok(connect(&target, proto, timeout, count, size, unconnected)),
         Command::Session {
             target,
             proto,
-            timeout_ms,
+            timeout,
             unconnected,
-        } => session(
-            &target,
-            proto,
-            Duration::from_millis(timeout_ms),
-            unconnected,
-        ),
-        Command::Reach {
-            targets,
-            timeout_ms,
-        } => reach(&targets, Duration::from_millis(timeout_ms)).map(|()| ExitCode::SUCCESS),
+        } => session(&target, proto, timeout, unconnected),
+        Command::Reach { targets, timeout } => reach(&targets, timeout).map(|()| ExitCode::SUCCESS),
         Command::Load {
             target,
             proto,
-            interval_ms,
-            timeout_ms,
-        } => load(
-            &target,
+            mode: Some(mode),
+            duration,
+            concurrency,
+            size,
+            interval_ms: _,
+            timeout,
+        } => wire::parse_addr(&target).and_then(|addr| {
+            bench::Bench {
+                target,
+                addr,
+                proto,
+                mode,
+                duration,
+                concurrency,
+                size,
+                timeout,
+            }
+            .run()
+        }),
+        Command::Load {
+            target,
             proto,
-            Duration::from_millis(interval_ms),
-            Duration::from_millis(timeout_ms),
-        ),
+            mode: None,
+            interval_ms,
+            timeout,
+            ..
+        } => load(&target, proto, Duration::from_millis(interval_ms), timeout),
     };
     result.unwrap_or_else(|e| {
         eprintln!("skiff-probe: {e:#}");
@@ -186,112 +253,46 @@ fn main() -> ExitCode {
     })
 }
 
-fn default_name() -> String {
-    std::env::var("POD_NAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|| "skiff-probe".to_string())
+/// "5s", "500ms", "1m", or bare seconds ("0.5").
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    parse_with_unit(text, 1.0)
 }
 
-fn serve(
-    tcp: Vec<u16>,
-    udp: Vec<u16>,
-    http: Vec<u16>,
-    name: Option<String>,
-    bind: std::net::IpAddr,
-) -> anyhow::Result<()> {
-    if tcp.is_empty() && udp.is_empty() && http.is_empty() {
-        bail!("nothing to serve: give at least one --tcp, --udp or --http port");
-    }
-    let name = name.unwrap_or_else(default_name);
-    let mut workers = Vec::new();
-    for port in tcp {
-        let listener =
-            TcpListener::bind((bind, port)).with_context(|| format!("binding tcp {port}"))?;
-        let name = name.clone();
-        workers.push(thread::spawn(move || {
-            accept_loop(listener, name, answer_tcp)
-        }));
-    }
-    for port in http {
-        let listener =
-            TcpListener::bind((bind, port)).with_context(|| format!("binding http {port}"))?;
-        let name = name.clone();
-        workers.push(thread::spawn(move || {
-            accept_loop(listener, name, answer_http)
-        }));
-    }
-    for port in udp {
-        let socket =
-            UdpSocket::bind((bind, port)).with_context(|| format!("binding udp {port}"))?;
-        let name = name.clone();
-        workers.push(thread::spawn(move || udp_loop(socket, name)));
-    }
-    // Readiness signal for whoever started us.
-    println!("serving");
-    for worker in workers {
-        let _ = worker.join();
-    }
-    Ok(())
+/// As [`parse_duration`], but bare numbers are milliseconds: `--timeout-ms 2000` predates units.
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    parse_with_unit(text, 0.001)
 }
 
-fn accept_loop(listener: TcpListener, name: String, answer: fn(TcpStream, &str, SocketAddr)) {
-    for stream in listener.incoming().flatten() {
-        let Ok(client) = stream.peer_addr() else {
-            continue;
-        };
-        let name = name.clone();
-        thread::spawn(move || answer(stream, &name, client));
-    }
-}
-
-/// Greets with "NAME CLIENT", then answers every line the client sends with the same, so one
-/// connection can carry many exchanges (`skiff-probe session`).
-fn answer_tcp(mut stream: TcpStream, name: &str, client: SocketAddr) {
-    let greeting = format!("{name} {client}\n");
-    if stream.write_all(greeting.as_bytes()).is_err() {
-        return;
-    }
-    let Ok(reader) = stream.try_clone() else {
-        return;
+fn parse_with_unit(text: &str, bare_unit_s: f64) -> Result<Duration, String> {
+    let (number, unit_s) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (text, bare_unit_s)
     };
-    // Until the client closes: the client closing first keeps TIME_WAIT off the server.
-    for line in std::io::BufReader::new(reader).lines() {
-        if line.is_err() || stream.write_all(greeting.as_bytes()).is_err() {
-            return;
-        }
-    }
+    number
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(|n| Duration::try_from_secs_f64(n * unit_s).ok())
+        .ok_or_else(|| format!("{text:?}: expected a duration such as 5s, 500ms or 1m"))
 }
 
-fn answer_http(mut stream: TcpStream, name: &str, client: SocketAddr) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut request = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => request.extend_from_slice(&buf[..n]),
-        }
-        if request.len() > 64 * 1024 {
-            return;
-        }
-    }
-    let body = format!("{name} {client}\n");
-    let response = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = stream.write_all(response.as_bytes());
-}
-
-fn udp_loop(socket: UdpSocket, name: String) {
-    let mut buf = [0u8; 65536];
-    loop {
-        let Ok((_, client)) = socket.recv_from(&mut buf) else {
-            continue;
-        };
-        let _ = socket.send_to(format!("{name} {client}\n").as_bytes(), client);
+fn exchange(
+    proto: Proto,
+    addr: SocketAddr,
+    timeout: Duration,
+    count: u32,
+    size: usize,
+    unconnected: bool,
+) -> anyhow::Result<Exchange> {
+    match proto {
+        Proto::Tcp => wire::tcp_once(addr, timeout),
+        Proto::Http => wire::http_once(addr, timeout),
+        Proto::Udp => wire::udp_once(addr, timeout, count, size, unconnected),
     }
 }
 
@@ -304,10 +305,8 @@ fn connect(
     unconnected: bool,
 ) -> ExitCode {
     let started = Instant::now();
-    let outcome = match proto {
-        Proto::Tcp => connect_tcp(target, timeout),
-        Proto::Udp => connect_udp(target, timeout, count, size, unconnected),
-    };
+    let outcome = wire::parse_addr(target)
+        .and_then(|addr| exchange(proto, addr, timeout, count, size, unconnected));
     let result = report(target, proto, started, outcome);
     if result.ok {
         ExitCode::SUCCESS
@@ -321,31 +320,33 @@ fn report(
     target: &str,
     proto: Proto,
     started: Instant,
-    outcome: anyhow::Result<(SocketAddr, SocketAddr, String)>,
+    outcome: anyhow::Result<Exchange>,
 ) -> ConnectResult {
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let result = match outcome {
-        Ok((local, peer, answer)) => ConnectResult {
-            ok: true,
-            proto,
-            target: target.to_string(),
-            local: Some(local.to_string()),
-            peer: Some(peer.to_string()),
-            answer: Some(answer),
-            error: None,
-            elapsed_ms,
-        },
-        Err(e) => ConnectResult {
-            ok: false,
-            proto,
-            target: target.to_string(),
-            local: None,
-            peer: None,
-            answer: None,
-            error: Some(format!("{e:#}")),
-            elapsed_ms,
-        },
+    let mut result = ConnectResult {
+        ok: outcome.is_ok(),
+        proto,
+        target: target.to_string(),
+        local: None,
+        peer: None,
+        answer: None,
+        pod: None,
+        client: None,
+        error: None,
+        elapsed_ms,
     };
+    match outcome {
+        Ok(exchange) => {
+            if let Some((pod, client)) = wire::split_answer(&exchange.answer) {
+                result.pod = Some(pod.to_string());
+                result.client = Some(client.to_string());
+            }
+            result.local = Some(exchange.local.to_string());
+            result.peer = Some(exchange.peer.to_string());
+            result.answer = Some(exchange.answer);
+        }
+        Err(e) => result.error = Some(format!("{e:#}")),
+    }
     println!(
         "{}",
         serde_json::to_string(&result).expect("result serialises")
@@ -357,21 +358,23 @@ fn report(
 fn reach(targets: &[String], timeout: Duration) -> anyhow::Result<()> {
     let mut parsed = Vec::new();
     for target in targets {
-        let (proto, addr) = match target.split_once(':') {
-            Some(("tcp", addr)) => (Proto::Tcp, addr),
-            Some(("udp", addr)) => (Proto::Udp, addr),
-            _ => bail!("{target:?}: expected tcp:HOST:PORT or udp:HOST:PORT"),
+        let Some((proto, addr)) = target
+            .split_once(':')
+            .and_then(|(proto, addr)| Some((Proto::from_str(proto, false).ok()?, addr)))
+        else {
+            bail!("{target:?}: expected tcp:IP:PORT, udp:IP:PORT or http:IP:PORT");
         };
-        parsed.push((target.clone(), proto, resolve(addr)?));
+        parsed.push((target.clone(), proto, wire::parse_addr(addr)?));
     }
     let workers: Vec<_> = parsed
         .into_iter()
         .map(|(target, proto, addr)| {
             thread::spawn(move || {
                 let ok = match proto {
-                    Proto::Tcp => connect_tcp(&addr.to_string(), timeout).is_ok(),
-                    Proto::Udp => (0..3)
-                        .any(|_| connect_udp(&addr.to_string(), timeout / 3, 1, 16, false).is_ok()),
+                    Proto::Udp => {
+                        (0..3).any(|_| wire::udp_once(addr, timeout / 3, 1, 16, false).is_ok())
+                    }
+                    _ => exchange(proto, addr, timeout, 1, 16, false).is_ok(),
                 };
                 (target, ok)
             })
@@ -399,6 +402,7 @@ fn load(
     interval: Duration,
     timeout: Duration,
 ) -> anyhow::Result<ExitCode> {
+    let addr = wire::parse_addr(target)?;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stdin_stop = std::sync::Arc::clone(&stop);
     thread::spawn(move || {
@@ -412,10 +416,7 @@ fn load(
         errors: Vec::new(),
     };
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        let outcome = match proto {
-            Proto::Tcp => connect_tcp(target, timeout),
-            Proto::Udp => connect_udp(target, timeout, 1, 16, false),
-        };
+        let outcome = exchange(proto, addr, timeout, 1, 16, false);
         summary.attempts += 1;
         if let Err(e) = outcome {
             summary.failures += 1;
@@ -444,44 +445,36 @@ fn session(
     timeout: Duration,
     unconnected: bool,
 ) -> anyhow::Result<ExitCode> {
-    let addr = resolve(target)?;
+    let addr = wire::parse_addr(target)?;
     let mut failures = 0;
     match proto {
         Proto::Tcp => {
-            let stream = TcpStream::connect_timeout(&addr, timeout).context("connect")?;
-            stream.set_read_timeout(Some(timeout))?;
-            let (local, peer) = (stream.local_addr()?, stream.peer_addr()?);
-            let mut writer = stream.try_clone()?;
-            let mut reader = std::io::BufReader::new(stream);
-            let mut greeting = String::new();
-            reader
-                .read_line(&mut greeting)
-                .context("reading the greeting")?;
+            let (mut writer, mut reader) = wire::tcp_connect(addr, timeout)?;
+            let (local, peer) = (writer.local_addr()?, writer.peer_addr()?);
+            wire::read_line(&mut reader).context("reading the greeting")?;
             for _ in std::io::stdin().lines() {
                 let started = Instant::now();
-                let outcome = (|| {
-                    writer.write_all(b"again\n").context("send")?;
-                    let mut answer = String::new();
-                    match reader.read_line(&mut answer).context("receive")? {
-                        0 => bail!("connection closed by the peer"),
-                        _ => Ok((local, peer, answer.trim().to_string())),
-                    }
-                })();
+                let outcome = writer
+                    .write_all(b"again\n")
+                    .context("send")
+                    .and_then(|()| wire::read_line(&mut reader).context("receive"))
+                    .map(|answer| Exchange {
+                        local,
+                        peer,
+                        answer,
+                    });
                 failures += u32::from(!report(target, proto, started, outcome).ok);
             }
         }
         Proto::Udp => {
-            let socket = UdpSocket::bind("0.0.0.0:0")?;
-            if !unconnected {
-                socket.connect(addr).context("connect")?;
-            }
-            socket.set_read_timeout(Some(timeout))?;
+            let socket = wire::udp_socket(addr, timeout, unconnected)?;
             for _ in std::io::stdin().lines() {
                 let started = Instant::now();
-                let outcome = udp_exchange(&socket, addr, b"query", unconnected);
+                let outcome = wire::udp_exchange(&socket, addr, b"query", unconnected);
                 failures += u32::from(!report(target, proto, started, outcome).ok);
             }
         }
+        Proto::Http => bail!("session speaks tcp or udp; for HTTP use connect or load"),
     }
     Ok(if failures == 0 {
         ExitCode::SUCCESS
@@ -490,73 +483,21 @@ fn session(
     })
 }
 
-/// One datagram out, one back: (local, peer the answer came from, answer).
-fn udp_exchange(
-    socket: &UdpSocket,
-    addr: SocketAddr,
-    payload: &[u8],
-    unconnected: bool,
-) -> anyhow::Result<(SocketAddr, SocketAddr, String)> {
-    let mut buf = [0u8; 65536];
-    let (n, peer) = if unconnected {
-        socket.send_to(payload, addr).context("sendto")?;
-        socket.recv_from(&mut buf).context("no answer")?
-    } else {
-        socket.send(payload).context("send")?;
-        let n = socket.recv(&mut buf).context("no answer")?;
-        (n, socket.peer_addr()?)
-    };
-    Ok((
-        socket.local_addr()?,
-        peer,
-        String::from_utf8_lossy(&buf[..n]).trim().to_string(),
-    ))
-}
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
 
-fn resolve(target: &str) -> anyhow::Result<SocketAddr> {
-    target
-        .to_socket_addrs()
-        .with_context(|| format!("resolving {target}"))?
-        .next()
-        .with_context(|| format!("{target} resolves to no address"))
-}
+    use super::{parse_duration, parse_timeout};
 
-fn connect_tcp(
-    target: &str,
-    timeout: Duration,
-) -> anyhow::Result<(SocketAddr, SocketAddr, String)> {
-    let addr = resolve(target)?;
-    let stream = TcpStream::connect_timeout(&addr, timeout).context("connect")?;
-    stream.set_read_timeout(Some(timeout))?;
-    let local = stream.local_addr()?;
-    let peer = stream.peer_addr()?;
-    let mut answer = String::new();
-    std::io::BufReader::new(stream)
-        .read_line(&mut answer)
-        .context("reading the answer")?;
-    Ok((local, peer, answer.trim().to_string()))
-}
-
-fn connect_udp(
-    target: &str,
-    timeout: Duration,
-    count: u32,
-    size: usize,
-    unconnected: bool,
-) -> anyhow::Result<(SocketAddr, SocketAddr, String)> {
-    let addr = resolve(target)?;
-    let socket = UdpSocket::bind("0.0.0.0:0")?;
-    if !unconnected {
-        socket.connect(addr).context("connect")?;
+    #[test]
+    fn durations_take_units_and_bare_numbers_keep_their_old_meaning() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_timeout("2000"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_timeout("2s"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("soon").is_err());
     }
-    socket.set_read_timeout(Some(timeout))?;
-    let payload = vec![b'x'; size];
-    let mut last = None;
-    for i in 0..count {
-        last = Some(
-            udp_exchange(&socket, addr, &payload, unconnected)
-                .with_context(|| format!("datagram {} of {count}", i + 1))?,
-        );
-    }
-    last.context("--count 0 sends nothing")
 }
