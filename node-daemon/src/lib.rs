@@ -8,11 +8,11 @@
 //!   maps), `explain` and the flow stream.
 //! - [`api`]: the daemon's HTTP API (`/metrics`, `/flows`, `/explain`, `/status`).
 //! - [`metrics`]: `/metrics` (map fullness, drops by reason) from the pinned maps.
-//!
 //! - [`agent`]: joins the control plane, heartbeats, reports usage and watches the objects
 //!   the data plane needs.
-//!
 //! - [`pods`]: pod networks (namespace, veth, address, routes).
+//! - [`runtime`]: container runtimes behind one trait; the embedded one runs containers in
+//!   the pod's namespaces and cgroups through a small init shim.
 pub mod agent;
 pub mod api;
 pub mod dataplane;
@@ -20,4 +20,5 @@ mod http;
 pub mod metrics;
 pub mod pods;
 pub mod policy;
+pub mod runtime;
 pub mod service_lb;

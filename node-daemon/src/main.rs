@@ -68,6 +68,12 @@ enum Command {
         #[arg(long, default_value = DEFAULT_PIN_DIR)]
         pin_dir: PathBuf,
     },
+    /// The embedded runtime's container init shim and exec helper (started by the daemon).
+    #[command(hide = true)]
+    ContainerInit {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -177,6 +183,7 @@ fn run_cli() -> anyhow::Result<()> {
             println!("removed {}", pin_dir.display());
             Ok(())
         }
+        Command::ContainerInit { args } => Ok(skiff_node::runtime::init::run(&args)?),
     }
 }
 
