@@ -369,6 +369,11 @@ pub struct ContainerStatus {
     pub image: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_state: Option<serde_json::Value>,
+    /// `<runtime>://<id>`, as Kubernetes writes it.
+    #[serde(default, rename = "containerID", skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
 }
 
 impl Pod {

@@ -55,6 +55,22 @@ pub struct NodeStatus {
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<NodeAddress>,
+    /// Where the node daemon serves its own API (logs, exec), as Kubernetes' kubelet port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daemon_endpoints: Option<NodeDaemonEndpoints>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeDaemonEndpoints {
+    pub kubelet_endpoint: DaemonEndpoint,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonEndpoint {
+    #[serde(rename = "Port")]
+    pub port: u16,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +85,20 @@ pub struct NodeAddress {
 pub const UNREACHABLE_TAINT: &str = "node.kubernetes.io/unreachable";
 
 impl Node {
+    /// The node daemon's API address: the InternalIP and the advertised daemon port.
+    pub fn daemon_address(&self) -> Option<std::net::SocketAddrV4> {
+        let status = self.status.as_ref()?;
+        let port = status.daemon_endpoints.as_ref()?.kubelet_endpoint.port;
+        let ip = status
+            .addresses
+            .iter()
+            .find(|a| a.type_ == "InternalIP")?
+            .address
+            .parse()
+            .ok()?;
+        Some(std::net::SocketAddrV4::new(ip, port))
+    }
+
     pub fn is_ready(&self) -> bool {
         self.status
             .as_ref()

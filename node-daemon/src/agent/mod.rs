@@ -261,6 +261,7 @@ fn status(config: &AgentConfig) -> NodeStatus {
                 address: ip.to_string(),
             })
             .collect(),
+        daemon_endpoints: None,
     }
 }
 
