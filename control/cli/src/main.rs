@@ -14,13 +14,14 @@ mod kinds;
 mod manifests;
 mod node_api;
 mod observe;
+mod pod_io;
 mod rollout;
 mod table;
 mod top;
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use clap::{CommandFactory as _, Parser, Subcommand};
 
 use crate::cluster::{render, Ctx, Reported};
@@ -41,6 +42,8 @@ use crate::cluster::{render, Ctx, Reported};
         skiff get pods -n shop -o wide\n  \
         skiff describe pod web-7d9f-x2k4 -n shop\n  \
         skiff rollout status deployment web -n shop\n  \
+        skiff logs web-7d9f-x2k4 -n shop -f\n  \
+        skiff exec web-7d9f-x2k4 -n shop -- ls /\n  \
         skiff observe --verdict denied -f"
 )]
 struct Cli {
@@ -86,10 +89,10 @@ enum Command {
         #[command(subcommand)]
         command: top::TopCommand,
     },
-    /// Print a pod container's log (served by node daemons in a later release).
-    Logs(LogsArgs),
-    /// Run a command in a pod's container (served by node daemons in a later release).
-    Exec(ExecArgs),
+    /// Print a pod container's log (-f: follow it), from the node it runs on.
+    Logs(pod_io::LogsArgs),
+    /// Run a command in a pod's container and exit with its exit code.
+    Exec(pod_io::ExecArgs),
     /// Show flows the node's data plane judged: new connections allowed and packets denied,
     /// with the pods on both sides and the policy rule that decided.
     Observe(observe::ObserveArgs),
@@ -115,30 +118,6 @@ enum Command {
     },
 }
 
-#[derive(clap::Args)]
-struct LogsArgs {
-    /// The pod.
-    pod: String,
-    /// The container (when the pod has several).
-    #[arg(short = 'c', long)]
-    container: Option<String>,
-    /// Keep printing new lines as the container writes them.
-    #[arg(short = 'f', long)]
-    follow: bool,
-}
-
-#[derive(clap::Args)]
-struct ExecArgs {
-    /// The pod.
-    pod: String,
-    /// The container (when the pod has several).
-    #[arg(short = 'c', long)]
-    container: Option<String>,
-    /// The command and its arguments, after `--`.
-    #[arg(last = true, required = true, value_name = "COMMAND")]
-    command: Vec<String>,
-}
-
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Print the config in use (the token and CA left out unless --raw).
@@ -161,6 +140,9 @@ fn main() -> std::process::ExitCode {
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
+            if let Some(pod_io::ExitWith(code)) = e.downcast_ref() {
+                return std::process::ExitCode::from(*code);
+            }
             if !e.is::<Reported>() {
                 eprintln!("error: {}", render(&e, config.as_deref()));
             }
@@ -194,22 +176,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", config::view(&config::load(&path)?, raw));
             Ok(())
         }
-        Command::Logs(args) => not_served(
-            if args.follow {
-                "follow the logs of"
-            } else {
-                "show the logs of"
-            },
-            &args.pod,
-            args.container.as_deref(),
-            "logs are",
-        ),
-        Command::Exec(args) => not_served(
-            &format!("run {:?} in", args.command.join(" ")),
-            &args.pod,
-            args.container.as_deref(),
-            "exec is",
-        ),
         command => {
             let path = config::path(cli.config.as_deref())?;
             let ctx = Ctx {
@@ -236,20 +202,10 @@ async fn cluster_command(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
         Command::Scale(args) => rollout::scale(ctx, args).await,
         Command::Rollout { command } => rollout::run(ctx, command).await,
         Command::Top { command } => top::run(ctx, command).await,
+        Command::Logs(args) => pod_io::logs(ctx, args).await,
+        Command::Exec(args) => pod_io::exec(ctx, args).await,
         _ => unreachable!("run() handles the commands that need no control plane"),
     }
-}
-
-/// Logs and exec need the node daemon to run containers; until it does, say so plainly
-/// rather than print something that looks like output.
-fn not_served(action: &str, pod: &str, container: Option<&str>, what: &str) -> anyhow::Result<()> {
-    let target = match container {
-        Some(c) => format!("container {c} of pod {pod}"),
-        None => format!("pod {pod}"),
-    };
-    bail!(
-        "cannot {action} {target}: {what} served by the node daemon (skiff-node), which does not run pod containers yet"
-    )
 }
 
 #[cfg(test)]
@@ -286,16 +242,34 @@ mod tests {
     }
 
     #[test]
-    fn logs_and_exec_say_they_are_not_served_yet() {
-        let e = not_served("show the logs of", "web-1", Some("app"), "logs are").unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "cannot show the logs of container app of pod web-1: logs are served by the node daemon (skiff-node), which does not run pod containers yet"
-        );
-        let cli = Cli::try_parse_from(["skiff", "exec", "web-1", "--", "ls", "-l"]).unwrap();
+    fn exec_takes_the_command_after_a_double_dash() {
+        let cli = Cli::try_parse_from([
+            "skiff",
+            "exec",
+            "web-1",
+            "-n",
+            "shop",
+            "-c",
+            "app",
+            "--timeout",
+            "2m",
+            "--",
+            "ls",
+            "-l",
+        ])
+        .unwrap();
+        assert_eq!(cli.namespace.as_deref(), Some("shop"));
         let Command::Exec(args) = cli.command else {
             panic!("not exec")
         };
         assert_eq!(args.command, ["ls", "-l"]);
+        assert_eq!(args.container.as_deref(), Some("app"));
+        assert_eq!(args.timeout, std::time::Duration::from_secs(120));
+        assert!(Cli::try_parse_from(["skiff", "exec", "web-1"]).is_err());
+        let cli = Cli::try_parse_from(["skiff", "logs", "web-1", "-f", "--previous"]).unwrap();
+        let Command::Logs(args) = cli.command else {
+            panic!("not logs")
+        };
+        assert!(args.follow && args.previous);
     }
 }

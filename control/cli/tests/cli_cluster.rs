@@ -500,3 +500,174 @@ fn nodes_join_report_usage_and_show_in_top() {
         "{error}"
     );
 }
+
+/// A stand-in node daemon for `logs` and `exec`: plain HTTP on 127.0.0.1 that accepts only
+/// the SHA-256 of `token` as bearer. A followed log sends `first\n`, then waits for
+/// `release` before `second\n`.
+fn fake_daemon(token: &str, release: std::sync::mpsc::Receiver<()>) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let digest: String = ring::digest::digest(&ring::digest::SHA256, token.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let release = std::sync::Mutex::new(release);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut head = Vec::new();
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if line.trim().is_empty() {
+                    break;
+                }
+                head.push(line.trim().to_string());
+            }
+            let target = head[0].split_whitespace().nth(1).unwrap().to_string();
+            let authorized = head
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case(&format!("authorization: Bearer {digest}")));
+            let mut answer = |code: u16, body: &str| {
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {code} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            };
+            if !authorized {
+                answer(401, "bad token\n");
+            } else if target.contains("container=nope") {
+                answer(404, "container \"nope\" not found in pod default/web\n");
+            } else if target.starts_with("/pods/default/web/log?follow=true") {
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nfirst\n"
+                );
+                let _ = stream.flush();
+                let _ = release
+                    .lock()
+                    .unwrap()
+                    .recv_timeout(Duration::from_secs(30));
+                let _ = stream.write_all(b"second\n");
+            } else if target.starts_with("/pods/default/web/log") {
+                answer(200, "one\ntwo\n");
+            } else if target.starts_with("/pods/default/web/exec") {
+                // The command, decoded enough for the test: ["true"] succeeds.
+                let code = if target.contains("%5B%22true%22%5D") {
+                    0
+                } else {
+                    3
+                };
+                answer(
+                    200,
+                    &serde_json::json!({"stdout": "hello\n", "stderr": "warn\n", "exitCode": code})
+                        .to_string(),
+                );
+            } else {
+                answer(404, &format!("no route {target}\n"));
+            }
+        }
+    });
+    port
+}
+
+#[test]
+fn logs_and_exec_go_through_the_control_plane_to_the_node() {
+    let server = Server::start();
+    let admin = skiff_client::Config::load(&server.config).unwrap();
+    let join_token = std::fs::read_to_string(server.dir.path().join("join-token")).unwrap();
+    let joiner = skiff_client::Client::new(&skiff_client::Config {
+        token: join_token,
+        ..admin.clone()
+    })
+    .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let token = runtime.block_on(joiner.join("n1")).unwrap();
+    let (release, released) = std::sync::mpsc::channel();
+    let port = fake_daemon(&token, released);
+    let node = skiff_client::Client::new(&skiff_client::Config {
+        token: token.clone(),
+        ..admin
+    })
+    .unwrap();
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let registration = Object::from_json(
+        Kind::Node,
+        serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}}),
+    )
+    .unwrap();
+    runtime.block_on(async {
+        let Object::Node(mut n1) = node.update(&registration).await.unwrap() else {
+            panic!("not a node")
+        };
+        n1.status = Some(
+            serde_json::from_value(serde_json::json!({
+                "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                "daemonEndpoints": {"kubeletEndpoint": {"Port": port}},
+                "conditions": [{"type": "Ready", "status": "True", "lastHeartbeatTime": now}],
+            }))
+            .unwrap(),
+        );
+        node.update_status(&Object::Node(n1)).await.unwrap();
+    });
+    let files = tempfile::tempdir().unwrap();
+    let manifest = files.path().join("pod.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  nodeName: n1\n  containers:\n  - name: app\n    image: skiff/probe\n",
+    )
+    .unwrap();
+    server.ok(&["apply", "-f", manifest.to_str().unwrap()]);
+
+    assert_eq!(server.ok(&["logs", "web"]), "one\ntwo\n");
+    let error = server.fails(&["logs", "web", "-c", "nope"]);
+    assert_eq!(
+        error,
+        format!("error: node n1 (daemon at 127.0.0.1:{port}): container \"nope\" not found in pod default/web\n")
+    );
+    assert_eq!(
+        server.fails(&["logs", "nothere"]),
+        "error: Pod \"nothere\" not found\n"
+    );
+
+    // -f prints each chunk as it comes: "first" is out while the node holds "second".
+    let mut follow = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .arg("--config")
+        .arg(&server.config)
+        .args(["logs", "web", "-f"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(follow.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line, "first\n");
+    release.send(()).unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert_eq!(rest, "second\n");
+    assert!(follow.wait().unwrap().success());
+
+    // exec: the command's streams on skiff's, and its exit code as skiff's.
+    let out = server.run(&["exec", "web", "--", "sh", "-c", "echo hello; exit 3"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "warn\n");
+    let out = server.run(&["exec", "web", "-c", "app", "--timeout", "5s", "--", "true"]);
+    assert_eq!(out.status.code(), Some(0));
+    // A bad flag is a usage error (clap's exit code 2), caught before anything is sent.
+    let out = server.run(&["exec", "web", "--timeout", "11m", "--", "true"]);
+    assert_eq!(out.status.code(), Some(2));
+    let error = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        error.contains("expected a duration from 1s to 10m"),
+        "{error}"
+    );
+}

@@ -200,6 +200,75 @@ impl Client {
         })
     }
 
+    /// A pod container's log, streamed from the node that runs it through the control
+    /// plane (admin token only). `container` may be left out when the pod has one; `follow`
+    /// keeps the stream open while the container writes; `previous` reads the log of the
+    /// container's previous run (after a restart). Read it with [`LogStream::chunk`].
+    pub async fn logs(
+        &self,
+        namespace: &str,
+        name: &str,
+        container: Option<&str>,
+        follow: bool,
+        previous: bool,
+    ) -> Result<LogStream, ClientError> {
+        let mut query = Vec::new();
+        if let Some(c) = container {
+            query.push(("container", c));
+        }
+        if follow {
+            query.push(("follow", "true"));
+        }
+        if previous {
+            query.push(("previous", "true"));
+        }
+        // No overall timeout: a followed log lasts as long as the container writes.
+        let request = self
+            .http
+            .get(format!(
+                "{}{}/log",
+                self.server,
+                object_path(Kind::Pod, namespace, name)
+            ))
+            .bearer_auth(&self.token)
+            .query(&query);
+        let response = self.send(request).await?;
+        Ok(LogStream {
+            response,
+            server: self.server.clone(),
+        })
+    }
+
+    /// Runs `command` in a pod's container, on the node that runs it, and waits for it to
+    /// end (admin token only). `timeout` is how long the command may run (rounded up to whole
+    /// seconds, at most 600 s); past it the node stops it and the answer is a 504 error.
+    pub async fn exec(
+        &self,
+        namespace: &str,
+        name: &str,
+        container: Option<&str>,
+        command: &[String],
+        timeout: Duration,
+    ) -> Result<ExecResult, ClientError> {
+        let seconds = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
+        let mut body = serde_json::json!({ "command": command, "timeoutSeconds": seconds });
+        if let Some(c) = container {
+            body["container"] = c.into();
+        }
+        let request = self
+            .http
+            .post(format!(
+                "{}{}/exec",
+                self.server,
+                object_path(Kind::Pod, namespace, name)
+            ))
+            .bearer_auth(&self.token)
+            // The command's own time, and time for the node and the control plane to answer.
+            .timeout(timeout + REQUEST_TIMEOUT)
+            .json(&body);
+        self.json(request).await
+    }
+
     /// Trades the join token (this client's token) for a node token for `node_name`.
     pub async fn join(&self, node_name: &str) -> Result<String, ClientError> {
         #[derive(Deserialize)]
@@ -282,6 +351,36 @@ impl Client {
                 String::from_utf8_lossy(&body[..body.len().min(200)])
             ))
         })
+    }
+}
+
+/// What a command run by [`Client::exec`] printed, and how it ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecResult {
+    pub stdout: String,
+    pub stderr: String,
+    /// The command's exit status (128 + the signal's number if a signal ended it).
+    pub exit_code: i32,
+}
+
+/// A pod's log as the node sends it.
+pub struct LogStream {
+    response: Response,
+    server: String,
+}
+
+impl LogStream {
+    /// The next bytes of the log as they arrive, or `None` at its end (with `follow`: once
+    /// the container ends or the node closes the stream).
+    pub async fn chunk(&mut self) -> Result<Option<Vec<u8>>, ClientError> {
+        match self.response.chunk().await {
+            Ok(chunk) => Ok(chunk.map(|c| c.to_vec())),
+            Err(source) => Err(ClientError::Broken {
+                server: self.server.clone(),
+                source,
+            }),
+        }
     }
 }
 
@@ -466,6 +565,20 @@ mod tests {
             "{message}"
         );
         assert!(message.to_lowercase().contains("refused"), "{message}");
+    }
+
+    #[test]
+    fn exec_results_read_the_node_daemons_json() {
+        let result: ExecResult =
+            serde_json::from_str(r#"{"stdout": "a\n", "stderr": "oops", "exitCode": 3}"#).unwrap();
+        assert_eq!(
+            result,
+            ExecResult {
+                stdout: "a\n".into(),
+                stderr: "oops".into(),
+                exit_code: 3
+            }
+        );
     }
 
     #[test]

@@ -10,12 +10,15 @@
 //! DELETE /api/v1/namespaces/{ns}/{plural}/{name}       delete, ?gracePeriodSeconds=0 forces
 //! POST   /api/v1/apply   {"objects": [...]}            create-or-update, all or nothing
 //! POST   /api/v1/join    {"nodeName": "n1"}            join token -> node token
+//! GET    /api/v1/namespaces/{ns}/pods/{name}/log       ?container=&follow=&previous= (admin)
+//! POST   /api/v1/namespaces/{ns}/pods/{name}/exec      {"command": [...]}           (admin)
 //! PUT    /api/v1/nodes/{name}/metrics                  a node's usage sample
 //! GET    /api/v1/metrics                               every node's latest sample
 //! GET    /metrics  /healthz
 //! ```
 //! Watches stream one JSON event per line (`{"type":"ADDED","object":{...}}`); a watch
 //! from a resourceVersion the store no longer keeps answers 410 with reason `Expired`.
+//! Logs and exec are proxied to the daemon of the pod's node ([`crate::node_proxy`]).
 
 use std::{collections::HashMap, sync::Arc, time::Instant};
 
@@ -38,6 +41,7 @@ use crate::{
     auth::{may_read, may_write, Auth, Caller},
     error::ApiError,
     metrics::Metrics,
+    node_proxy::{ExecRequest, LogOptions, NodeProxy},
     registry::{decode, kind_prefix, Part, Registry},
 };
 
@@ -45,6 +49,8 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub auth: Auth,
     pub metrics: Arc<Metrics>,
+    /// The client of node daemons, for logs and exec.
+    pub nodes: NodeProxy,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -261,10 +267,35 @@ async fn handle(
                 &node_metrics(registry).await?,
             ))
         }
+        (&Method::GET, ["namespaces", ns, "pods", name, "log"]) => {
+            admin_only(&caller, "read a pod's log")?;
+            let options = LogOptions::from_query(query)?;
+            let target = NodeProxy::locate(registry, &state.auth, ns, name).await?;
+            state.nodes.logs(&target, &options).await
+        }
+        (&Method::POST, ["namespaces", ns, "pods", name, "exec"]) => {
+            admin_only(&caller, "run a command in a pod")?;
+            let exec = ExecRequest::from_body(&body)?;
+            let target = NodeProxy::locate(registry, &state.auth, ns, name).await?;
+            state.nodes.exec(&target, &exec).await
+        }
         _ => {
             let target = parse_target(&segments)?;
             handle_object(state, &caller, method, target, query, body).await
         }
+    }
+}
+
+/// Logs and exec reach into pods on any node: only the admin may.
+fn admin_only(caller: &Caller, what: &str) -> Result<(), ApiError> {
+    match caller {
+        Caller::Admin => Ok(()),
+        Caller::Joiner => Err(ApiError::Forbidden(
+            "the join token only joins nodes (POST /api/v1/join)".into(),
+        )),
+        Caller::Node(node) => Err(ApiError::Forbidden(format!(
+            "only the admin token may {what}, not node {node}'s token"
+        ))),
     }
 }
 

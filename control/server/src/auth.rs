@@ -15,6 +15,12 @@ use crate::{error::ApiError, pki::Credentials, registry::Actor};
 
 const NODE_TOKENS: &str = "/system/node-tokens/";
 
+/// Where the digest of a node's current token is kept: what its daemon expects as the
+/// control plane's bearer when the API proxies logs and exec to it.
+fn token_of_key(node: &str) -> String {
+    format!("/system/node-token-of/{node}")
+}
+
 /// Who presented which token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Caller {
@@ -100,6 +106,16 @@ impl Auth {
         ))
     }
 
+    /// The lowercase hex SHA-256 of `node`'s current token, or `None` if it never joined.
+    /// The control plane presents it to the node's daemon (`Authorization: Bearer DIGEST`).
+    pub async fn node_token_digest(&self, node: &str) -> Result<Option<String>, ApiError> {
+        Ok(self
+            .store
+            .get(&token_of_key(node))
+            .await?
+            .map(|kv| String::from_utf8_lossy(&kv.value).trim().to_string()))
+    }
+
     /// Issues a node token for `node` (joining again issues a new one; the old one stops
     /// working).
     pub async fn issue_node_token(&self, node: &str) -> Result<String, ApiError> {
@@ -109,7 +125,7 @@ impl Auth {
             )));
         }
         let token = crate::pki::random_token();
-        let by_node = format!("/system/node-token-of/{node}");
+        let by_node = token_of_key(node);
         let previous = self.store.get(&by_node).await?;
         let mut preconditions = Vec::new();
         let mut writes = vec![

@@ -28,6 +28,16 @@ pub enum ApiError {
     Expired(String),
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// A node daemon answered a proxied request (logs, exec) with an error: its code and
+    /// its message, already prefixed with which node answered.
+    #[error("{message}")]
+    Node { code: u16, message: String },
+    /// A node daemon could not be reached, or answered something that is not HTTP.
+    #[error("{0}")]
+    BadGateway(String),
+    /// What the request needs is not there yet (a node that advertises no daemon port).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 fn list(errors: &[FieldError]) -> String {
@@ -65,6 +75,9 @@ impl ApiError {
             ApiError::Expired(_) => 410,
             ApiError::Store(StoreError::Compacted { .. }) => 410,
             ApiError::Store(_) => 503,
+            ApiError::Node { code, .. } => *code,
+            ApiError::BadGateway(_) => 502,
+            ApiError::Unavailable(_) => 503,
         }
     }
 
@@ -78,7 +91,16 @@ impl ApiError {
             ApiError::Unauthorized(_) => "Unauthorized",
             ApiError::Forbidden(_) => "Forbidden",
             ApiError::Expired(_) | ApiError::Store(StoreError::Compacted { .. }) => "Expired",
-            ApiError::Store(_) => "ServiceUnavailable",
+            ApiError::Store(_) | ApiError::Unavailable(_) => "ServiceUnavailable",
+            ApiError::BadGateway(_) => "BadGateway",
+            ApiError::Node { code, .. } => match code {
+                400 => "BadRequest",
+                404 => "NotFound",
+                409 => "Conflict",
+                504 => "Timeout",
+                500 => "InternalError",
+                _ => "NodeError",
+            },
         }
     }
 

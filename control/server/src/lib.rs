@@ -5,6 +5,7 @@
 //! optimistic concurrency, so each piece of logic is testable without a server.
 //!
 //! - [`api`]: the HTTP routes (list, get, create, update, delete, watch, apply, join);
+//! - [`node_proxy`]: logs and exec, proxied to the daemon of the pod's node;
 //! - [`auth`]: bearer tokens and who may write what;
 //! - [`pki`]: the cluster CA, tokens and this instance's TLS certificate;
 //! - [`registry`]: typed objects over the store (validation, allocation, atomic apply);
@@ -14,6 +15,7 @@ pub mod auth;
 pub mod controllers;
 pub mod error;
 pub mod metrics;
+pub mod node_proxy;
 pub mod pki;
 pub mod registry;
 pub mod runners;

@@ -160,6 +160,7 @@ async fn main() -> anyhow::Result<()> {
         registry: registry.clone(),
         auth: Auth::new(&credentials, store.clone()),
         metrics: metrics.clone(),
+        nodes: skiff_control::node_proxy::NodeProxy::new(),
     });
     tracing::info!(
         address = %local,
