@@ -6,7 +6,9 @@
 //!   goes away (`skiff observe`);
 //! - `GET /explain?from=NS/POD&to=NS/POD&port=N&proto=tcp`: a policy verdict with the deciding
 //!   policies (`skiff policy explain`);
-//! - `GET /status`: the policy revision and which cluster state file content is applied.
+//! - `GET /status`: the policy revision and which cluster state file content is applied;
+//! - `/pods/NS/NAME/log` and `/pods/NS/NAME/exec`: container logs and exec for the control
+//!   plane, which proxies `skiff logs` and `skiff exec` (see [`crate::pod_api`]).
 
 use std::{
     io::Write,
@@ -49,6 +51,8 @@ pub struct ApiState {
     pub compiled: SharedCompiled,
     pub flows: Arc<FlowHub>,
     pub status: Arc<Mutex<Status>>,
+    /// Present when the daemon runs pods.
+    pub pods: Option<crate::pod_api::PodApi>,
 }
 
 /// Serves the API on `addr` from background threads (one per connection).
@@ -69,6 +73,10 @@ fn handle(mut stream: TcpStream, state: &ApiState) {
     let Ok(request) = read_request(&mut stream) else {
         return;
     };
+    if request.path.starts_with("/pods/") {
+        crate::pod_api::handle(&mut stream, &request, state.pods.as_ref());
+        return;
+    }
     let result = match request.path.as_str() {
         "/metrics" => {
             let compiled = state
@@ -94,7 +102,9 @@ fn handle(mut stream: TcpStream, state: &ApiState) {
         other => error(
             &mut stream,
             "404 Not Found",
-            &format!("no endpoint {other}: try /metrics, /flows, /explain or /status"),
+            &format!(
+                "no endpoint {other}: try /metrics, /flows, /explain, /status or /pods/NS/NAME/log"
+            ),
         ),
     };
     let _ = result;

@@ -9,10 +9,12 @@ use std::{
     time::Duration,
 };
 
-/// A request's path and decoded query parameters.
+/// A request's method, path, headers (names in lower case) and decoded query parameters.
 #[derive(Debug, Default)]
 pub struct Request {
+    pub method: String,
     pub path: String,
+    pub headers: BTreeMap<String, String>,
     pub query: BTreeMap<String, String>,
 }
 
@@ -30,10 +32,21 @@ pub fn read_request(stream: &mut TcpStream) -> std::io::Result<Request> {
         head.extend_from_slice(&buf[..n]);
     }
     let head = String::from_utf8_lossy(&head);
-    let target = head.split_whitespace().nth(1).unwrap_or("/");
+    let mut words = head.split_whitespace();
+    let method = words.next().unwrap_or("GET").to_string();
+    let target = words.next().unwrap_or("/");
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let headers = head
+        .split("\r\n")
+        .skip(1)
+        .take_while(|line| !line.is_empty())
+        .filter_map(|line| line.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
     Ok(Request {
+        method,
         path: path.to_string(),
+        headers,
         query: query
             .split('&')
             .filter(|p| !p.is_empty())

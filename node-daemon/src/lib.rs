@@ -18,6 +18,7 @@ pub mod api;
 pub mod dataplane;
 mod http;
 pub mod metrics;
+pub mod pod_api;
 pub mod pods;
 pub mod policy;
 pub mod runtime;

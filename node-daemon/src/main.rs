@@ -1,14 +1,17 @@
 //! `skiff-node`: the per-node daemon binary.
 
 use std::{
+    cell::RefCell,
+    collections::BTreeMap,
     net::Ipv4Addr,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, RwLock},
+    sync::{mpsc, Arc, Mutex, RwLock},
     time::{Duration, SystemTime},
 };
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand, ValueEnum};
+use skiff_api::network_policy::Cidr;
 use skiff_node::{
     agent::{self, AgentConfig},
     api::{ApiState, Status},
@@ -16,11 +19,20 @@ use skiff_node::{
         map_fullness, proto_name, remove_pins, AttachMode, Capacities, DataPlane, LoadOptions,
         ServiceMaps,
     },
+    pod_api::PodApi,
+    pods::{
+        ipam::PodAddresses,
+        manager::{Context, DataPlaneRequest, PodManager, PodReport},
+        network::PodNetwork,
+        record::Records,
+        PodDirectory,
+    },
     policy::{
         cluster_from_manifest, compile,
         flows::{spawn_reader, FlowHub},
         ClusterState, Compiled, PolicyReconciler,
     },
+    runtime::{supervisor::Backoff, EmbeddedRuntime, Runtime},
     service_lb::{health::HealthChecks, DesiredServices, ServiceReconciler},
 };
 
@@ -133,6 +145,44 @@ struct RunArgs {
     /// Seconds between counter reports in the log.
     #[arg(long, default_value_t = 10)]
     report_every: u64,
+    #[command(flatten)]
+    pod_args: PodArgs,
+}
+
+/// How the node runs the pods the scheduler assigns to it (with --control-plane).
+#[derive(clap::Args)]
+struct PodArgs {
+    /// Container runtime: auto (embedded; Docker arrives with its own flag), embedded
+    /// (namespaces and cgroups, no extra daemon), or none (run no pods: the daemon only
+    /// programs the data plane).
+    #[arg(long, value_enum, default_value_t = RuntimeArg::Auto)]
+    runtime: RuntimeArg,
+    /// Where the node keeps its pod records and the embedded runtime's containers (logs
+    /// included); a restarted daemon adopts the pods recorded here.
+    #[arg(long, default_value = "/var/lib/skiff-node")]
+    state_dir: PathBuf,
+    /// cgroup v2 folder the pods' cgroups go below (default: skiff/pods under the cgroup2
+    /// mount). The socket load balancer is attached here too.
+    #[arg(long, value_name = "DIR")]
+    pod_cgroup: Option<PathBuf>,
+    /// Where pod network namespaces are bind-mounted.
+    #[arg(long, default_value = "/run/skiff/netns")]
+    pod_netns_dir: PathBuf,
+    /// A range pods route through the node (repeatable): the cluster's pod and service
+    /// ranges and the node network. Pods get no default route.
+    #[arg(long = "pod-route", value_name = "CIDR", default_values = ["10.0.0.0/8"])]
+    pod_routes: Vec<Cidr>,
+    /// The static `skiff-probe` binary, put on every pod's PATH (default: beside this
+    /// executable, when there).
+    #[arg(long, value_name = "FILE")]
+    probe_binary: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RuntimeArg {
+    Auto,
+    Embedded,
+    None,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -232,13 +282,19 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         policy_revision: policy.revision(),
         ..Status::default()
     }));
-    let local_ips: Vec<Ipv4Addr> = args.pods.iter().map(|(_, ip)| *ip).collect();
+    // The pods this daemon started come and go, so policy is compiled again when they do.
+    let local_ips: RefCell<Vec<Ipv4Addr>> =
+        RefCell::new(args.pods.iter().map(|(_, ip)| *ip).collect());
+    let last_state: RefCell<Option<ClusterState>> = RefCell::default();
     let mut cluster_file = args.cluster.as_deref().map(WatchedFile::new);
     // Applies a cluster state (from the file or the control plane) and records the outcome
     // for /status; `source` names what was applied (the file's digest, the view's number).
     let mut apply_state = |state: anyhow::Result<ClusterState>, source: String| {
-        let outcome =
-            state.and_then(|state| apply_policy(&state, &local_ips, &mut policy, &compiled));
+        let outcome = state.and_then(|state| {
+            apply_policy(&state, &local_ips.borrow(), &mut policy, &compiled)?;
+            *last_state.borrow_mut() = Some(state);
+            Ok(())
+        });
         let mut status = status.lock().unwrap_or_else(|e| e.into_inner());
         status.policy_revision = policy.revision();
         match outcome {
@@ -265,18 +321,32 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(file) = &mut cluster_file {
         read_cluster_file(file, &mut apply_state);
     }
-    let views = match &args.control_plane {
-        Some(config) => Some(agent::start(AgentConfig {
-            config: config.clone(),
-            node_name: args.node_name.clone().unwrap_or_else(hostname),
-            node_ip: args.node_ip.or_else(|| {
-                args.uplink
-                    .as_deref()
-                    .and_then(|u| interface_address(u).ok())
-            }),
-            node_addresses: node_addresses()?,
-            heartbeat: Duration::from_secs(args.heartbeat_seconds.max(1)),
-        })?),
+    let runtime = match &args.control_plane {
+        Some(_) => select_runtime(&args.pod_args)?,
+        None => None,
+    };
+    let directory = runtime.clone().map(PodDirectory::new);
+    // The node API serves logs and exec to the control plane: on by default with pods.
+    let api_addr = args.api.or_else(|| {
+        runtime.as_ref().map(|_| {
+            std::net::SocketAddr::from((
+                node_ip_of(&args).unwrap_or(Ipv4Addr::UNSPECIFIED),
+                DEFAULT_NODE_API_PORT,
+            ))
+        })
+    });
+    let agent = match &args.control_plane {
+        Some(config) => Some(agent::start(
+            AgentConfig {
+                config: config.clone(),
+                node_name: args.node_name.clone().unwrap_or_else(hostname),
+                node_ip: node_ip_of(&args),
+                node_addresses: node_addresses()?,
+                heartbeat: Duration::from_secs(args.heartbeat_seconds.max(1)),
+                daemon_port: directory.as_ref().and(api_addr).map(|a| a.port()),
+            },
+            directory.clone(),
+        )?),
         None => None,
     };
     let mut view_count = 0u64;
@@ -305,26 +375,56 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::info!(%uplink, "uplink attached");
     }
     dataplane.mark_host_netns()?;
-    for cgroup in &args.cgroups {
+    let pod_cgroup = match &runtime {
+        Some(_) => Some(pod_cgroup_root(&args.pod_args)?),
+        None => None,
+    };
+    let mut cgroups = args.cgroups.clone();
+    if let Some(dir) = &pod_cgroup {
+        if !cgroups.contains(dir) {
+            cgroups.push(dir.clone());
+        }
+    }
+    for cgroup in &cgroups {
         dataplane.attach_cgroup(cgroup)?;
         tracing::info!(cgroup = %cgroup.display(), "socket load balancer attached");
     }
-    if let Some(addr) = args.api {
+    if let Some(addr) = api_addr {
         let state = ApiState {
             pin_dir: args.pin_dir.clone(),
             compiled: compiled.clone(),
             flows,
             status: status.clone(),
+            pods: directory
+                .clone()
+                .zip(agent.as_ref())
+                .map(|(directory, agent)| PodApi {
+                    directory,
+                    token_digest: agent.token_digest.clone(),
+                }),
         };
         skiff_node::api::serve(addr, state).with_context(|| format!("--api {addr}"))?;
         tracing::info!(%addr, "serving the API (/metrics, /flows, /explain, /status)");
     }
     println!("ready");
 
+    let (dataplane_requests, requests) = mpsc::channel::<DataPlaneRequest>();
+    let mut pod_host = PodHost {
+        runtime: directory.zip(pod_cgroup),
+        manager: None,
+        interfaces: BTreeMap::new(),
+    };
     let signals = signals::Waiter::new()?;
     let mut since_report = Duration::ZERO;
-    let tick = Duration::from_millis(200);
+    // Short, because pod workers wait on the loop to attach their veths.
+    let tick = Duration::from_millis(50);
     while !signals.wait(tick) {
+        if pod_host.serve(&requests, &mut dataplane, &local_ips) {
+            let state = last_state.borrow().clone();
+            if let Some(state) = state {
+                apply_state(Ok(state), "pods changed".into());
+            }
+        }
         if let Some(file) = &mut services_file {
             if let Some(text) = file.changed() {
                 apply_services(&file.path, text, &mut reconciler, &mut health);
@@ -334,8 +434,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             read_cluster_file(file, &mut apply_state);
         }
         // Only the newest view of the cluster matters.
-        if let Some(view) = views.as_ref().and_then(|v| v.try_iter().last()) {
+        if let Some(view) = agent.as_ref().and_then(|a| a.views.try_iter().last()) {
             view_count += 1;
+            if let Some(agent) = &agent {
+                pod_host.sync(&view, &args, &agent.reports, &dataplane_requests);
+            }
             apply_desired_services(&view.services, &mut reconciler, &mut health);
             apply_state(
                 ClusterState::from_objects(view.policy_objects).map_err(Into::into),
@@ -347,8 +450,12 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             continue;
         }
         since_report = Duration::ZERO;
-        for (interface, ifindex) in &local_pods {
-            let t = dataplane.endpoints()?.traffic(*ifindex)?;
+        let managed = pod_host
+            .interfaces
+            .iter()
+            .map(|(i, (ifindex, _))| (i.clone(), *ifindex));
+        for (interface, ifindex) in local_pods.iter().cloned().chain(managed) {
+            let t = dataplane.endpoints()?.traffic(ifindex)?;
             tracing::info!(
                 %interface,
                 from_pod_packets = t.from_pod_packets,
@@ -362,10 +469,205 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         }
     }
+    if let Some(manager) = pod_host.manager {
+        manager.leave();
+    }
     tracing::info!(
         "stopping; the pinned data plane keeps forwarding (`skiff-node reset` removes it)"
     );
     Ok(())
+}
+
+/// Where the control plane reaches the node API unless --api says otherwise (the kubelet's).
+const DEFAULT_NODE_API_PORT: u16 = 10250;
+
+fn node_ip_of(args: &RunArgs) -> Option<Ipv4Addr> {
+    args.node_ip.or_else(|| {
+        args.uplink
+            .as_deref()
+            .and_then(|u| interface_address(u).ok())
+    })
+}
+
+fn select_runtime(args: &PodArgs) -> anyhow::Result<Option<Arc<dyn Runtime>>> {
+    match args.runtime {
+        RuntimeArg::None => Ok(None),
+        RuntimeArg::Auto | RuntimeArg::Embedded => {
+            let dir = args.state_dir.join("containers");
+            let runtime = EmbeddedRuntime::new(&dir)
+                .with_context(|| format!("--state-dir {}", args.state_dir.display()))?;
+            tracing::info!(state = %dir.display(), "running pods with the embedded runtime");
+            Ok(Some(Arc::new(runtime)))
+        }
+    }
+}
+
+/// The cgroup v2 mount: /sys/fs/cgroup on unified hosts, its `unified` folder on hybrid ones.
+fn cgroup2_mount() -> anyhow::Result<PathBuf> {
+    let mounts =
+        std::fs::read_to_string("/proc/self/mounts").context("reading /proc/self/mounts")?;
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(fields[1]))
+        })
+        .min_by_key(|p| p.as_os_str().len())
+        .context("no cgroup2 mount: pods need cgroup v2 (mount it, or pass --runtime none)")
+}
+
+fn pod_cgroup_root(args: &PodArgs) -> anyhow::Result<PathBuf> {
+    let dir = match &args.pod_cgroup {
+        Some(dir) => dir.clone(),
+        None => cgroup2_mount()?.join("skiff").join("pods"),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("--pod-cgroup {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// The probe binary pods find on their PATH: linked into the state folder, so the PATH entry
+/// holds nothing else.
+fn tools_dir(args: &PodArgs) -> Option<PathBuf> {
+    let binary = args.probe_binary.clone().or_else(|| {
+        let beside = std::env::current_exe().ok()?.with_file_name("skiff-probe");
+        beside.exists().then_some(beside)
+    })?;
+    let dir = args.state_dir.join("tools");
+    let link = dir.join("skiff-probe");
+    let made = std::fs::create_dir_all(&dir).and_then(|()| {
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&binary, &link)
+    });
+    match made {
+        Ok(()) => Some(dir),
+        Err(e) => {
+            tracing::warn!(probe = %binary.display(), "cannot put skiff-probe on pods' PATH: {e}");
+            None
+        }
+    }
+}
+
+/// The daemon's side of its pods: the manager (made once the node has a pod CIDR) and the
+/// pod veths the data plane serves.
+struct PodHost {
+    /// The pods' directory (with the runtime) and their cgroup root, when running pods.
+    runtime: Option<(PodDirectory, PathBuf)>,
+    manager: Option<PodManager>,
+    /// host-side veth -> (ifindex, pod address)
+    interfaces: BTreeMap<String, (u32, Ipv4Addr)>,
+}
+
+impl PodHost {
+    fn sync(
+        &mut self,
+        view: &agent::ClusterView,
+        args: &RunArgs,
+        reports: &tokio::sync::mpsc::UnboundedSender<PodReport>,
+        dataplane: &mpsc::Sender<DataPlaneRequest>,
+    ) {
+        if self.manager.is_none() {
+            let (Some((directory, cgroup)), Some(cidr)) = (&self.runtime, &view.pod_cidr) else {
+                return;
+            };
+            match self.make_manager(directory, cgroup, cidr, args, reports, dataplane) {
+                Ok(manager) => self.manager = Some(manager),
+                Err(e) => {
+                    tracing::error!("cannot run pods: {e:#}");
+                    self.runtime = None;
+                    return;
+                }
+            }
+        }
+        if let Some(manager) = &mut self.manager {
+            manager.sync(&view.local_pods);
+        }
+    }
+
+    fn make_manager(
+        &self,
+        directory: &PodDirectory,
+        cgroup: &Path,
+        cidr: &str,
+        args: &RunArgs,
+        reports: &tokio::sync::mpsc::UnboundedSender<PodReport>,
+        dataplane: &mpsc::Sender<DataPlaneRequest>,
+    ) -> anyhow::Result<PodManager> {
+        let cidr: Cidr = cidr
+            .parse()
+            .map_err(|e| anyhow::anyhow!("pod CIDR {cidr:?}: {e}"))?;
+        let addresses = PodAddresses::new(cidr)?;
+        let pod_args = &args.pod_args;
+        let reports = reports.clone();
+        tracing::info!(%cidr, gateway = %addresses.gateway(), "running pods");
+        Ok(PodManager::new(Context {
+            node_ip: node_ip_of(args),
+            runtime: directory.runtime.clone(),
+            network: PodNetwork {
+                gateway: addresses.gateway(),
+                routed: pod_args.pod_routes.clone(),
+                netns_dir: pod_args.pod_netns_dir.clone(),
+            },
+            addresses: Mutex::new(addresses),
+            cgroup_root: cgroup.to_path_buf(),
+            records: Records::new(&pod_args.state_dir.join("pods"))?,
+            tools_dir: tools_dir(pod_args),
+            backoff: Backoff::default(),
+            directory: directory.clone(),
+            reports: Box::new(move |report| {
+                let _ = reports.send(report);
+            }),
+            dataplane: Mutex::new(dataplane.clone()),
+        }))
+    }
+
+    /// Serves the workers' data-plane requests; true when the set of local pods changed.
+    fn serve(
+        &mut self,
+        requests: &mpsc::Receiver<DataPlaneRequest>,
+        dataplane: &mut DataPlane,
+        local_ips: &RefCell<Vec<Ipv4Addr>>,
+    ) -> bool {
+        let mut changed = false;
+        for request in requests.try_iter() {
+            match request {
+                DataPlaneRequest::Attach {
+                    interface,
+                    ip,
+                    reply,
+                } => {
+                    let attached = (|| -> anyhow::Result<u32> {
+                        let ifindex = ifindex_of(&interface)?;
+                        dataplane.endpoints()?.upsert(ifindex, ip)?;
+                        dataplane.attach_pod_interface(&interface)?;
+                        Ok(ifindex)
+                    })();
+                    let answer = match attached {
+                        Ok(ifindex) => {
+                            self.interfaces.insert(interface, (ifindex, ip));
+                            local_ips.borrow_mut().push(ip);
+                            changed = true;
+                            Ok(())
+                        }
+                        Err(e) => Err(format!("attaching the data plane to {interface}: {e:#}")),
+                    };
+                    let _ = reply.send(answer);
+                }
+                DataPlaneRequest::Detach { interface, ip } => {
+                    if let Some((ifindex, _)) = self.interfaces.remove(&interface) {
+                        if let Err(e) = dataplane.endpoints().and_then(|mut e| e.remove(ifindex)) {
+                            tracing::warn!(%interface, "removing the pod endpoint: {e}");
+                        }
+                    }
+                    if let Err(e) = dataplane.detach_pod_interface(&interface) {
+                        tracing::warn!(%interface, "removing the pod's link pins: {e}");
+                    }
+                    local_ips.borrow_mut().retain(|i| *i != ip);
+                    changed = true;
+                }
+            }
+        }
+        changed
+    }
 }
 
 /// A desired-state file, read again when its modification time changes. A file that cannot

@@ -8,109 +8,24 @@
 
 mod support;
 
-use std::{
-    io::{BufRead as _, BufReader},
-    path::PathBuf,
-    process::{Command, Stdio},
-    time::{Duration, Instant},
+use std::time::Duration;
+
+use serde_json::json;
+use skiff_lab::{Lab, NodeId, PodId};
+use support::{
+    connect_command,
+    control::{self, eventually, ControlPlane},
+    parse, pin_dir,
 };
 
-use serde_json::{json, Value};
-use skiff_lab::{Lab, NodeId, PodId};
-use support::{connect_command, parse, pin_dir};
-
-const DAEMON: &str = env!("CARGO_BIN_EXE_skiff-node");
-
-fn control_binary() -> PathBuf {
-    // The control plane is a sibling crate's binary in the same target folder.
-    let mut path = PathBuf::from(DAEMON);
-    path.set_file_name("skiff-control");
-    assert!(
-        path.exists(),
-        "{} missing: build it with `cargo build -p skiff-control` (cargo xtask test does)",
-        path.display()
-    );
-    path
-}
-
-/// An admin client that runs inside the control plane's node namespace.
-struct Admin {
-    base: String,
-    client: reqwest::blocking::Client,
-}
-
-impl Admin {
-    fn new(lab: &Lab, node: NodeId, admin_conf: &Value) -> Admin {
-        // Threads inherit the namespace of the thread that creates them: building the
-        // client inside the node puts its connections there.
-        let ca = admin_conf["certificateAuthorityData"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        let token = admin_conf["token"].as_str().unwrap().to_string();
-        let client = lab.node(node).netns.run(|| {
-            let mut headers = reqwest::header::HeaderMap::new();
-            headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
-            reqwest::blocking::Client::builder()
-                .tls_built_in_root_certs(false)
-                .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
-                .default_headers(headers)
-                .timeout(Duration::from_secs(5))
-                .build()
-                .unwrap()
-        });
-        Admin {
-            base: admin_conf["server"].as_str().unwrap().to_string(),
-            client,
-        }
-    }
-
-    fn call(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> (u16, Value) {
-        let mut request = self.client.request(method, format!("{}{path}", self.base));
-        if let Some(b) = body {
-            request = request.json(b);
-        }
-        match request.send() {
-            Ok(r) => {
-                let code = r.status().as_u16();
-                (code, r.json().unwrap_or(Value::Null))
-            }
-            Err(_) => (0, Value::Null),
-        }
-    }
-
-    fn get(&self, path: &str) -> Value {
-        let (code, body) = self.call(reqwest::Method::GET, path, None);
-        assert_eq!(code, 200, "GET {path}: {body}");
-        body
-    }
-
-    fn apply(&self, objects: &[Value]) {
-        let (code, body) = self.call(
-            reqwest::Method::POST,
-            "/api/v1/apply",
-            Some(&json!({"objects": objects})),
-        );
-        assert_eq!(code, 200, "apply: {body}");
-    }
-}
-
-fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(t) = check() {
-            return t;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Starts `skiff-node run` on `node`, joined with `config`, and waits for "ready".
+/// Starts `skiff-node run` on `node`, joined with `config`; the pods are lab pods, so the
+/// daemon runs none itself.
 fn start_daemon(lab: &mut Lab, node: NodeId, name: &str, pods: &[PodId], config: &std::path::Path) {
     let n = lab.node(node);
     let mut args: Vec<String> = vec![
         "run".into(),
+        "--runtime".into(),
+        "none".into(),
         "--pin-dir".into(),
         pin_dir(lab, node).display().to_string(),
         "--cgroup".into(),
@@ -128,18 +43,7 @@ fn start_daemon(lab: &mut Lab, node: NodeId, name: &str, pods: &[PodId], config:
         let p = lab.pod(*pod);
         args.extend(["--pod".into(), format!("{}={}", p.host_interface, p.ip)]);
     }
-    let mut command = Command::new(DAEMON);
-    command
-        .args(&args)
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let child = lab.spawn_on_node(node, command).expect("start skiff-node");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "ready", "skiff-node did not start on {name}");
+    control::start_daemon(lab, node, &args, None);
 }
 
 fn reaches(lab: &Lab, from: PodId, target: &str) -> Option<String> {
@@ -166,41 +70,8 @@ fn a_joined_node_follows_the_cluster_and_outlives_the_control_plane() {
     support::serve(&mut lab, remote, "remote", &["--tcp", "8080"]);
 
     // The control plane, on its own node of the lab network.
-    let data = tempfile::tempdir().unwrap();
-    let address = lab.node(control_node).address;
-    let mut command = Command::new(control_binary());
-    command
-        .args(["--data-dir", &data.path().display().to_string()])
-        .args(["--listen", &format!("{address}:6443")])
-        .args(["--node-grace-seconds", "5"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null());
-    let control_pid = lab
-        .spawn_on_node(control_node, command)
-        .expect("start skiff-control")
-        .id();
-    let admin_conf: Value = eventually(Duration::from_secs(20), "admin.conf", || {
-        serde_json::from_str(&std::fs::read_to_string(data.path().join("admin.conf")).ok()?).ok()
-    });
-    let admin = Admin::new(&lab, control_node, &admin_conf);
-    eventually(Duration::from_secs(10), "the API", || {
-        (admin
-            .call(reqwest::Method::GET, "/api/v1/namespaces", None)
-            .0
-            == 200)
-            .then_some(())
-    });
-
-    // The node joins with the join token.
-    let join_token = std::fs::read_to_string(data.path().join("join-token")).unwrap();
-    let node_conf = data.path().join("node.conf");
-    std::fs::write(
-        &node_conf,
-        json!({"server": admin_conf["server"], "certificateAuthorityData": admin_conf["certificateAuthorityData"],
-            "token": join_token.trim()})
-        .to_string(),
-    )
-    .unwrap();
+    let cp = ControlPlane::start(&mut lab, control_node);
+    let (admin, node_conf, control_pid) = (&cp.admin, cp.node_conf.clone(), cp.pid);
     // Nodes may be declared before they join; the lab's pod CIDRs are where its pods are.
     for (name, id) in [("n2", node), ("n3", far)] {
         let declared = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},

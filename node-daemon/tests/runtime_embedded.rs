@@ -64,6 +64,7 @@ fn spec(argv: &[&str]) -> ContainerSpec {
     ContainerSpec {
         pod: "default/web".into(),
         name: "app".into(),
+        image: None,
         argv: argv.iter().map(|s| s.to_string()).collect(),
         env: vec![("GREETING".into(), "hello world".into())],
         working_dir: None,

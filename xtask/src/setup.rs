@@ -32,6 +32,23 @@ const PACKAGES: &[(&str, &str)] = &[
         "etcd-server",
         "etcd v3, the control plane's alternative store; its tests start a real etcd",
     ),
+    (
+        "docker.io",
+        "dockerd, for the Docker runtime; its tests start their own engine",
+    ),
+    (
+        "containerd",
+        "containerd, which dockerd runs containers through",
+    ),
+    ("runc", "runc, containerd's OCI runtime"),
+    (
+        "iptables",
+        "iptables and iptables-restore: dockerd needs them on its PATH",
+    ),
+    (
+        "busybox-static",
+        "a static busybox, the shell and tools of the Docker image skiff-node builds",
+    ),
 ];
 
 /// Exactly the bpf-linker release verified with this LLVM and these aya crates.

@@ -9,9 +9,11 @@
 //!
 //! - [`translate`]: Services and EndpointSlices into the data plane's desired state;
 //! - [`node_status`]: capacity and usage from /proc;
-//! - [`routes`]: routes to the other nodes' pod CIDRs.
+//! - [`routes`]: routes to the other nodes' pod CIDRs;
+//! - [`pod_writer`]: the pod manager's status reports and final deletes, written back.
 
 pub mod node_status;
+pub mod pod_writer;
 pub mod routes;
 pub mod translate;
 
@@ -19,13 +21,13 @@ use std::{
     collections::BTreeMap,
     net::Ipv4Addr,
     path::PathBuf,
-    sync::{mpsc, Arc},
+    sync::{mpsc, Arc, RwLock},
     time::{Duration, SystemTime},
 };
 
 use skiff_api::{
     core::Condition,
-    node::{NodeAddress, NodeStatus},
+    node::{DaemonEndpoint, NodeAddress, NodeDaemonEndpoints, NodeStatus},
     quantity::Quantity,
     time::rfc3339,
     EndpointSlice, Kind, NodeMetrics, Object, Service,
@@ -33,7 +35,10 @@ use skiff_api::{
 use skiff_client::{Client, ClientError, Config};
 use tokio::sync::{Mutex, Notify};
 
-use crate::service_lb::DesiredServices;
+use crate::{
+    pods::{manager::PodReport, PodDirectory},
+    service_lb::DesiredServices,
+};
 
 /// How to reach the control plane and who this node is.
 #[derive(Clone, Debug)]
@@ -46,6 +51,19 @@ pub struct AgentConfig {
     /// This node's addresses, NodePort frontends are served on each.
     pub node_addresses: Vec<Ipv4Addr>,
     pub heartbeat: Duration,
+    /// The port of the daemon's own API (logs, exec), advertised in the Node's status.
+    pub daemon_port: Option<u16>,
+}
+
+/// What the agent shares with the rest of the daemon.
+pub struct Agent {
+    /// Views of the cluster, the first once every watched kind has been listed.
+    pub views: mpsc::Receiver<ClusterView>,
+    /// Pod status reports and deletes for the control plane.
+    pub reports: tokio::sync::mpsc::UnboundedSender<PodReport>,
+    /// SHA-256 (hex) of this node's token once joined: the control plane presents it when
+    /// it calls the node API.
+    pub token_digest: Arc<RwLock<Option<String>>>,
 }
 
 /// The cluster as the data plane needs it, at one moment.
@@ -56,6 +74,8 @@ pub struct ClusterView {
     pub policy_objects: Vec<Object>,
     /// The node's pod CIDR, once the control plane has allocated it.
     pub pod_cidr: Option<String>,
+    /// The pods the scheduler assigned to this node.
+    pub local_pods: Vec<skiff_api::Pod>,
 }
 
 /// The kinds the node watches.
@@ -68,13 +88,15 @@ const WATCHED: [Kind; 6] = [
     Kind::NetworkPolicy,
 ];
 
-/// Starts the agent thread. Views arrive on the returned channel, the first once every
-/// watched kind has been listed.
-pub fn start(config: AgentConfig) -> anyhow::Result<mpsc::Receiver<ClusterView>> {
+/// Starts the agent thread. `pods` (the node's running pods) feeds per-pod usage.
+pub fn start(config: AgentConfig, pods: Option<PodDirectory>) -> anyhow::Result<Agent> {
     let client_config = Config::load(&config.config)?;
     // Fail now on a config that cannot work (bad CA), not in the background.
     Client::new(&client_config)?;
     let (tx, rx) = mpsc::channel();
+    let (reports, report_rx) = tokio::sync::mpsc::unbounded_channel();
+    let token_digest: Arc<RwLock<Option<String>>> = Arc::default();
+    let digest_slot = token_digest.clone();
     std::thread::Builder::new()
         .name("control-plane".into())
         .spawn(move || {
@@ -82,16 +104,38 @@ pub fn start(config: AgentConfig) -> anyhow::Result<mpsc::Receiver<ClusterView>>
                 .enable_all()
                 .build()
                 .expect("the agent's runtime");
-            runtime.block_on(run(config, client_config, tx));
+            runtime.block_on(run(config, client_config, tx, report_rx, digest_slot, pods));
         })?;
-    Ok(rx)
+    Ok(Agent {
+        views: rx,
+        reports,
+        token_digest,
+    })
 }
 
-async fn run(config: AgentConfig, client_config: Config, views: mpsc::Sender<ClusterView>) {
-    let client = join(&config, client_config).await;
+/// Lower-case hex SHA-256, as the control plane stores node tokens.
+pub fn digest(token: &str) -> String {
+    ring::digest::digest(&ring::digest::SHA256, token.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+async fn run(
+    config: AgentConfig,
+    client_config: Config,
+    views: mpsc::Sender<ClusterView>,
+    reports: tokio::sync::mpsc::UnboundedReceiver<PodReport>,
+    token_digest: Arc<RwLock<Option<String>>>,
+    pods: Option<PodDirectory>,
+) {
+    let (client, token) = join(&config, client_config).await;
+    *token_digest.write().unwrap_or_else(|e| e.into_inner()) = Some(digest(&token));
     let pod_cidr = register(&client, &config).await;
     tracing::info!(node = %config.node_name, pod_cidr = pod_cidr.as_deref().unwrap_or("-"), "registered with the control plane");
-    tokio::spawn(heartbeat(client.clone(), config.clone()));
+    tokio::spawn(heartbeat(client.clone(), config.clone(), pods));
+    tokio::spawn(pod_writer::run(client.clone(), reports));
     let routes = match routes::Routes::new() {
         Ok(r) => Some(r),
         Err(e) => {
@@ -152,7 +196,13 @@ fn view_of(objects: &[Object], config: &AgentConfig, pod_cidr: Option<String>) -
     let mut services: Vec<Service> = Vec::new();
     let mut slices: Vec<EndpointSlice> = Vec::new();
     let mut policy_objects = Vec::new();
+    let mut local_pods = Vec::new();
     for o in objects {
+        if let Object::Pod(p) = o {
+            if p.spec.node_name.as_deref() == Some(config.node_name.as_str()) {
+                local_pods.push((**p).clone());
+            }
+        }
         match o {
             Object::Service(s) => services.push((**s).clone()),
             Object::EndpointSlice(s) => slices.push((**s).clone()),
@@ -172,6 +222,7 @@ fn view_of(objects: &[Object], config: &AgentConfig, pod_cidr: Option<String>) -
         ),
         policy_objects,
         pod_cidr,
+        local_pods,
     }
 }
 
@@ -195,14 +246,15 @@ where
 }
 
 /// Trades the join token for this node's own token.
-async fn join(config: &AgentConfig, client_config: Config) -> Client {
+async fn join(config: &AgentConfig, client_config: Config) -> (Client, String) {
     let joiner = Client::new(&client_config).expect("checked in start");
     let token = retrying("joining the cluster", || joiner.join(&config.node_name)).await;
-    Client::new(&Config {
-        token,
+    let client = Client::new(&Config {
+        token: token.clone(),
         ..client_config
     })
-    .expect("checked in start")
+    .expect("checked in start");
+    (client, token)
 }
 
 fn node_object(config: &AgentConfig) -> Object {
@@ -261,13 +313,16 @@ fn status(config: &AgentConfig) -> NodeStatus {
                 address: ip.to_string(),
             })
             .collect(),
-        daemon_endpoints: None,
+        daemon_endpoints: config.daemon_port.map(|port| NodeDaemonEndpoints {
+            kubelet_endpoint: DaemonEndpoint { port },
+        }),
     }
 }
 
 /// Reports Ready and usage every `config.heartbeat`; a failed report is retried next beat.
-async fn heartbeat(client: Client, config: AgentConfig) {
+async fn heartbeat(client: Client, config: AgentConfig, pods: Option<PodDirectory>) {
     let mut sampler = node_status::UsageSampler::new();
+    let mut pod_cpu = node_status::PodCpu::default();
     loop {
         let beat = async {
             let mut node = client.get(Kind::Node, "", &config.node_name).await?;
@@ -276,13 +331,17 @@ async fn heartbeat(client: Client, config: AgentConfig) {
             }
             client.update_status(&node).await?;
             let (cpu, memory) = sampler.sample();
+            let pods = pods
+                .as_ref()
+                .map(|d| pod_cpu.sample(&d.pods()))
+                .unwrap_or_default();
             client
                 .put_node_metrics(&NodeMetrics {
                     node: config.node_name.clone(),
                     timestamp: rfc3339(SystemTime::now()),
                     cpu_millicores: cpu,
                     memory_bytes: memory,
-                    pods: Vec::new(),
+                    pods,
                 })
                 .await
         };

@@ -1,6 +1,10 @@
 //! What the node reports about itself: capacity (from /proc) and usage samples.
 
-use std::time::Instant;
+use std::{collections::BTreeMap, time::Instant};
+
+use skiff_api::node::PodMetrics;
+
+use crate::pods::LocalPod;
 
 /// CPUs (millicores) and memory (bytes) this machine has.
 pub fn capacity() -> (u64, u64) {
@@ -66,6 +70,42 @@ impl UsageSampler {
 impl Default for UsageSampler {
     fn default() -> Self {
         UsageSampler::new()
+    }
+}
+
+/// Per-pod CPU (from the change in each pod's cgroup CPU time between samples) and memory.
+#[derive(Default)]
+pub struct PodCpu {
+    last: BTreeMap<String, (String, u64, Instant)>,
+}
+
+impl PodCpu {
+    pub fn sample(&mut self, pods: &BTreeMap<String, LocalPod>) -> Vec<PodMetrics> {
+        let now = Instant::now();
+        let mut next = BTreeMap::new();
+        let metrics = pods
+            .iter()
+            .map(|(key, pod)| {
+                let used = pod.usage.cpu_usage_usec;
+                let millicores = match self.last.get(key) {
+                    Some((uid, before, at)) if *uid == pod.uid && used >= *before => {
+                        let elapsed = now.duration_since(*at).as_micros().max(1) as u64;
+                        (used - before) * 1000 / elapsed
+                    }
+                    _ => 0,
+                };
+                next.insert(key.clone(), (pod.uid.clone(), used, now));
+                let (namespace, name) = key.split_once('/').unwrap_or(("default", key));
+                PodMetrics {
+                    namespace: namespace.to_string(),
+                    name: name.to_string(),
+                    cpu_millicores: millicores,
+                    memory_bytes: pod.usage.memory_bytes,
+                }
+            })
+            .collect();
+        self.last = next;
+        metrics
     }
 }
 

@@ -189,6 +189,16 @@ impl DataPlane {
         self.attach_tc(programs::TO_POD, interface, TcAttachType::Egress)
     }
 
+    /// Forgets a pod veth's programs: their pins go (the links went with the veth).
+    pub fn detach_pod_interface(&mut self, interface: &str) -> Result<(), DataPlaneError> {
+        if let Some(pins) = &self.pins {
+            for side in ["ingress", "egress"] {
+                remove_pin(&pins.link(&format!("tc-{interface}-{side}")))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Attaches `from_network` to the ingress of the node's uplink (NodePort, and replies
     /// from backends on other nodes).
     pub fn attach_uplink(&mut self, interface: &str) -> Result<(), DataPlaneError> {

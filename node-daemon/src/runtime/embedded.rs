@@ -688,6 +688,7 @@ mod tests {
         let spec = ContainerSpec {
             pod: "default/web server".into(),
             name: "app".into(),
+            image: None,
             argv: vec!["true".into()],
             env: vec![],
             working_dir: None,

@@ -34,6 +34,11 @@ pub struct ContainerSpec {
     pub pod: String,
     /// The container's name in the pod.
     pub name: String,
+    /// The image, for runtimes that have images (the embedded runtime runs host programs).
+    #[serde(default)]
+    pub image: Option<String>,
+    /// For the embedded runtime the whole command line; for image runtimes the arguments
+    /// after the image's entrypoint when the pod gives no command.
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
     pub working_dir: Option<PathBuf>,

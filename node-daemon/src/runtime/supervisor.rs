@@ -108,6 +108,8 @@ pub struct Supervisor {
     previous: Option<ContainerId>,
     restarts: u32,
     pending: Option<SystemTime>,
+    /// How the last run ended (the current one's while it backs off), for the pod's status.
+    last_exit: Option<(ContainerState, SystemTime)>,
 }
 
 impl Supervisor {
@@ -130,7 +132,52 @@ impl Supervisor {
             previous: None,
             restarts: 0,
             pending: None,
+            last_exit: None,
         })
+    }
+
+    /// Takes over a container a previous daemon run started (found in the pod's record).
+    pub fn adopt(
+        runtime: Arc<dyn Runtime>,
+        sandbox: Sandbox,
+        spec: ContainerSpec,
+        policy: RestartPolicy,
+        backoff: Backoff,
+        current: ContainerId,
+        restarts: u32,
+    ) -> Result<Supervisor, RuntimeError> {
+        let started = match runtime.state(&current)? {
+            ContainerState::Running { started, .. } => started,
+            ContainerState::Exited { finished, .. } => finished,
+        };
+        Ok(Supervisor {
+            runtime,
+            sandbox,
+            spec,
+            policy,
+            backoff,
+            current,
+            started,
+            previous: None,
+            restarts,
+            pending: None,
+            last_exit: None,
+        })
+    }
+
+    /// The previous run's container while it is kept for its logs.
+    pub fn previous(&self) -> Option<&ContainerId> {
+        self.previous.as_ref()
+    }
+
+    /// When the current run started.
+    pub fn started(&self) -> SystemTime {
+        self.started
+    }
+
+    /// How the last run that ended went, and when it had started.
+    pub fn last_exit(&self) -> Option<&(ContainerState, SystemTime)> {
+        self.last_exit.as_ref()
     }
 
     pub fn container(&self) -> &ContainerId {
@@ -165,6 +212,7 @@ impl Supervisor {
             started: self.started,
             finished,
         };
+        self.last_exit = Some((state, self.started));
         match next_action(self.policy, &self.backoff, &last, self.restarts, now) {
             Action::Leave => Ok(Status::Done(state)),
             Action::Restart { at } => {
@@ -192,9 +240,18 @@ impl Supervisor {
         Ok(())
     }
 
+    /// Stops the current container with `grace`, e.g. after a failed liveness probe; the
+    /// next poll sees it ended and applies the restart policy.
+    pub fn kill(&self, grace: Duration) -> Result<(), RuntimeError> {
+        match self.runtime.stop(&self.current, grace) {
+            Ok(_) | Err(RuntimeError::NotRunning(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Stops the current container and removes it and the previous one.
     pub fn shutdown(self, grace: Duration) -> Result<(), RuntimeError> {
-        self.runtime.stop(&self.current, grace)?;
+        self.kill(grace)?;
         self.runtime.remove(&self.current)?;
         if let Some(old) = &self.previous {
             self.runtime.remove(old)?;

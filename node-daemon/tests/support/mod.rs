@@ -4,6 +4,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the support code
 
+pub mod control;
 pub mod netpol_reference;
 
 use std::{
