@@ -32,7 +32,7 @@ use skiff_node::{
         flows::{spawn_reader, FlowHub},
         ClusterState, Compiled, PolicyReconciler,
     },
-    runtime::{supervisor::Backoff, EmbeddedRuntime, Runtime},
+    runtime::{supervisor::Backoff, DockerRuntime, EmbeddedRuntime, Runtime},
     service_lb::{health::HealthChecks, DesiredServices, ServiceReconciler},
 };
 
@@ -80,6 +80,11 @@ enum Command {
         #[arg(long, default_value = DEFAULT_PIN_DIR)]
         pin_dir: PathBuf,
     },
+    /// Container images for the Docker runtime.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
     /// The embedded runtime's container init shim and exec helper (started by the daemon).
     #[command(hide = true)]
     ContainerInit {
@@ -87,6 +92,25 @@ enum Command {
         args: Vec<String>,
     },
 }
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Build `skiff-probe:latest` in the local Docker engine from the static probe binary and
+    /// a static busybox (no registry needed). Pods using image skiff-probe run it.
+    Build {
+        /// The statically linked skiff-probe (`cargo xtask build` makes one).
+        #[arg(long, value_name = "FILE")]
+        probe: PathBuf,
+        /// A static busybox, the image's shell and tools (Debian's busybox-static).
+        #[arg(long, value_name = "FILE", default_value = skiff_node::runtime::image::DEFAULT_BUSYBOX)]
+        busybox: PathBuf,
+        #[arg(long, default_value = DEFAULT_DOCKER_SOCKET)]
+        docker_socket: PathBuf,
+    },
+}
+
+/// Where Docker listens unless told otherwise.
+const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
 
 #[derive(clap::Args)]
 struct RunArgs {
@@ -150,13 +174,16 @@ struct RunArgs {
 }
 
 /// How the node runs the pods the scheduler assigns to it (with --control-plane).
-#[derive(clap::Args)]
+#[derive(Clone, clap::Args)]
 struct PodArgs {
-    /// Container runtime: auto (embedded; Docker arrives with its own flag), embedded
-    /// (namespaces and cgroups, no extra daemon), or none (run no pods: the daemon only
-    /// programs the data plane).
+    /// Container runtime: auto (Docker when --docker-socket answers, else embedded),
+    /// docker, embedded (namespaces and cgroups, no extra daemon), or none (run no pods:
+    /// the daemon only programs the data plane).
     #[arg(long, value_enum, default_value_t = RuntimeArg::Auto)]
     runtime: RuntimeArg,
+    /// The Docker engine's socket.
+    #[arg(long, default_value = DEFAULT_DOCKER_SOCKET)]
+    docker_socket: PathBuf,
     /// Where the node keeps its pod records and the embedded runtime's containers (logs
     /// included); a restarted daemon adopts the pods recorded here.
     #[arg(long, default_value = "/var/lib/skiff-node")]
@@ -181,6 +208,7 @@ struct PodArgs {
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum RuntimeArg {
     Auto,
+    Docker,
     Embedded,
     None,
 }
@@ -231,6 +259,22 @@ fn run_cli() -> anyhow::Result<()> {
         Command::Reset { pin_dir } => {
             remove_pins(&pin_dir)?;
             println!("removed {}", pin_dir.display());
+            Ok(())
+        }
+        Command::Image {
+            command:
+                ImageCommand::Build {
+                    probe,
+                    busybox,
+                    docker_socket,
+                },
+        } => {
+            let docker = DockerRuntime::connect(
+                &docker_socket,
+                &skiff_node::runtime::cgroup::cgroup2_mount()?,
+            )?;
+            skiff_node::runtime::image::build_probe_image(&docker, &probe, &busybox)?;
+            println!("built {}", skiff_node::runtime::image::PROBE_IMAGE_REF);
             Ok(())
         }
         Command::ContainerInit { args } => Ok(skiff_node::runtime::init::run(&args)?),
@@ -490,8 +534,28 @@ fn node_ip_of(args: &RunArgs) -> Option<Ipv4Addr> {
 }
 
 fn select_runtime(args: &PodArgs) -> anyhow::Result<Option<Arc<dyn Runtime>>> {
+    let docker = || -> anyhow::Result<Arc<dyn Runtime>> {
+        let runtime = DockerRuntime::connect(
+            &args.docker_socket,
+            &skiff_node::runtime::cgroup::cgroup2_mount()?,
+        )
+        .with_context(|| format!("--docker-socket {}", args.docker_socket.display()))?;
+        tracing::info!(socket = %args.docker_socket.display(), "running pods with Docker");
+        Ok(Arc::new(runtime))
+    };
     match args.runtime {
         RuntimeArg::None => Ok(None),
+        RuntimeArg::Docker => docker().map(Some),
+        RuntimeArg::Auto if args.docker_socket.exists() => match docker() {
+            Ok(runtime) => Ok(Some(runtime)),
+            Err(e) => {
+                tracing::warn!("Docker does not answer, using the embedded runtime: {e:#}");
+                select_runtime(&PodArgs {
+                    runtime: RuntimeArg::Embedded,
+                    ..args.clone()
+                })
+            }
+        },
         RuntimeArg::Auto | RuntimeArg::Embedded => {
             let dir = args.state_dir.join("containers");
             let runtime = EmbeddedRuntime::new(&dir)
@@ -502,24 +566,12 @@ fn select_runtime(args: &PodArgs) -> anyhow::Result<Option<Arc<dyn Runtime>>> {
     }
 }
 
-/// The cgroup v2 mount: /sys/fs/cgroup on unified hosts, its `unified` folder on hybrid ones.
-fn cgroup2_mount() -> anyhow::Result<PathBuf> {
-    let mounts =
-        std::fs::read_to_string("/proc/self/mounts").context("reading /proc/self/mounts")?;
-    mounts
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            (fields.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(fields[1]))
-        })
-        .min_by_key(|p| p.as_os_str().len())
-        .context("no cgroup2 mount: pods need cgroup v2 (mount it, or pass --runtime none)")
-}
-
 fn pod_cgroup_root(args: &PodArgs) -> anyhow::Result<PathBuf> {
     let dir = match &args.pod_cgroup {
         Some(dir) => dir.clone(),
-        None => cgroup2_mount()?.join("skiff").join("pods"),
+        None => skiff_node::runtime::cgroup::cgroup2_mount()?
+            .join("skiff")
+            .join("pods"),
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("--pod-cgroup {}", dir.display()))?;
     Ok(dir)

@@ -12,11 +12,8 @@
 //! control plane holds for each node it issued a token to. Errors are one line of text.
 
 use std::{
-    fs::File,
     io::{Read as _, Write as _},
     net::TcpStream,
-    os::unix::fs::MetadataExt as _,
-    path::{Path, PathBuf},
     sync::{Arc, RwLock},
     time::Duration,
 };
@@ -224,55 +221,28 @@ fn exec(
     }
 }
 
-fn rotated(path: &Path) -> PathBuf {
-    let mut p = path.as_os_str().to_owned();
-    p.push(".1");
-    PathBuf::from(p)
-}
-
-/// Sends the rotated log and the current one; with `follow`, keeps sending what is
-/// appended (across rotations) until the container has ended and everything is sent.
+/// Streams the container's log (with `follow`, until it ends or the caller goes away).
 fn stream_log(
     stream: &mut TcpStream,
     directory: &PodDirectory,
     id: &ContainerId,
     follow: bool,
 ) -> std::io::Result<()> {
-    let path = directory.runtime.log_path(id);
-    start_stream(stream, "text/plain; charset=utf-8")?;
-    if let Ok(mut old) = File::open(rotated(&path)) {
-        std::io::copy(&mut old, stream)?;
-    }
-    let Ok(mut file) = File::open(&path) else {
-        return Ok(());
-    };
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n > 0 {
-            stream.write_all(&buf[..n])?;
-            continue;
-        }
-        stream.flush()?;
-        if !follow {
+    let mut log = match directory.runtime.logs(id, follow) {
+        Ok(log) => log,
+        Err(e) => {
+            text(stream, "500 Internal Server Error", &e.to_string());
             return Ok(());
         }
-        // Rotated: the open file is now `log.1` and fully read; go on with the new one.
-        let current = std::fs::metadata(&path).map(|m| m.ino()).ok();
-        if current.is_some() && current != file.metadata().map(|m| m.ino()).ok() {
-            file = File::open(&path)?;
-            continue;
-        }
-        let running = directory
-            .runtime
-            .state(id)
-            .map(|s| s.is_running())
-            .unwrap_or(false);
-        if !running {
-            // Whatever the container wrote before it ended is in the file by now.
-            std::io::copy(&mut file, stream)?;
+    };
+    start_stream(stream, "text/plain; charset=utf-8")?;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = log.read(&mut buf)?;
+        if n == 0 {
             return stream.flush();
         }
-        std::thread::sleep(Duration::from_millis(100));
+        stream.write_all(&buf[..n])?;
+        stream.flush()?;
     }
 }

@@ -67,8 +67,8 @@ fn pods_get_a_namespace_a_veth_an_address_and_routes() {
     let ip = |host| Ipv4Addr::new(base[0], base[1], base[2], host);
     let (a, b) = n.netns.run(|| {
         (
-            network.create("shop/a", ip(40)).unwrap(),
-            network.create("shop/b", ip(41)).unwrap(),
+            network.create("shop/a", ip(40), None).unwrap(),
+            network.create("shop/b", ip(41), None).unwrap(),
         )
     });
     assert!(a.host_interface.len() <= 15 && a.host_interface != b.host_interface);

@@ -43,6 +43,7 @@ fn setup(log_max_bytes: u64) -> Setup {
     let sandbox = Sandbox {
         netns: lab.pod(pod).netns.path().to_path_buf(),
         cgroup: lab.pod(pod).cgroup.clone(),
+        infra: None,
     };
     let state_dir = tempfile::tempdir().expect("state dir");
     let runtime = runtime_on(state_dir.path()).with_log_max_bytes(log_max_bytes);
@@ -65,6 +66,7 @@ fn spec(argv: &[&str]) -> ContainerSpec {
         pod: "default/web".into(),
         name: "app".into(),
         image: None,
+        image_entrypoint: false,
         argv: argv.iter().map(|s| s.to_string()).collect(),
         env: vec![("GREETING".into(), "hello world".into())],
         working_dir: None,
@@ -90,7 +92,7 @@ fn wait_exited(runtime: &dyn Runtime, id: &ContainerId, timeout: Duration) -> Co
     }
 }
 
-fn log_text(runtime: &dyn Runtime, id: &ContainerId) -> String {
+fn log_text(runtime: &EmbeddedRuntime, id: &ContainerId) -> String {
     std::fs::read_to_string(runtime.log_path(id)).expect("log")
 }
 

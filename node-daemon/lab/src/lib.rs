@@ -20,6 +20,7 @@
 //! never `ip netns exec`, which would hide the host's /sys and bpffs.
 
 mod cleanup;
+mod docker_engine;
 mod error;
 mod netns;
 pub mod packet;
@@ -33,6 +34,7 @@ use std::{
     sync::atomic::{AtomicU32, Ordering},
 };
 
+pub use docker_engine::DockerEngine;
 pub use error::LabError;
 pub use netns::Netns;
 pub use privilege::privileged;

@@ -39,6 +39,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Do nothing until SIGTERM: the process holding a Docker pod's network namespace.
+    Pause,
     /// Serve on the given ports; every answer is "NAME CLIENT_IP:CLIENT_PORT".
     #[command(after_help = "Examples:\n  \
         skiff-probe serve --tcp 8080 --udp 8080 --http 80 --name web-1\n  \
@@ -191,16 +193,39 @@ struct ConnectResult {
     elapsed_ms: f64,
 }
 
+/// Exits at once on SIGTERM or SIGINT, also as a container's PID 1, which the kernel
+/// spares the default action of signals it has no handler for.
+fn exit_on_termination() {
+    extern "C" fn exit_now(_: libc::c_int) {
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(0) }
+    }
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: installs a handler that only calls _exit.
+        unsafe { libc::signal(signal, exit_now as *const () as libc::sighandler_t) };
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Pause => {
+            exit_on_termination();
+            loop {
+                // SAFETY: pause(2) only waits for a signal.
+                unsafe { libc::pause() };
+            }
+        }
         Command::Serve {
             tcp,
             udp,
             http,
             name,
             bind,
-        } => serve::serve(tcp, udp, http, name, bind).map(|()| ExitCode::SUCCESS),
+        } => {
+            exit_on_termination();
+            serve::serve(tcp, udp, http, name, bind).map(|()| ExitCode::SUCCESS)
+        }
         Command::Connect {
             target,
             proto,

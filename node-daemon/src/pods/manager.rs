@@ -184,6 +184,7 @@ impl PodManager {
         let mut known = Vec::new();
         for record in self.ctx.records.load_all() {
             known.extend(record.containers.iter().map(|c| c.id.clone()));
+            known.extend(record.infra.clone());
             let claimed = self
                 .ctx
                 .addresses

@@ -69,8 +69,14 @@ fn interface_names(pod: &str) -> (String, String) {
 }
 
 impl PodNetwork {
-    /// Creates the pod's namespace and wires it. Run it in the node's network namespace.
-    pub fn create(&self, pod: &str, ip: Ipv4Addr) -> Result<Sandbox, NetworkError> {
+    /// Creates the pod's namespace (or takes `existing`, one a runtime made) and wires it.
+    /// Run it in the node's network namespace.
+    pub fn create(
+        &self,
+        pod: &str,
+        ip: Ipv4Addr,
+        existing: Option<&Path>,
+    ) -> Result<Sandbox, NetworkError> {
         let (host, peer) = interface_names(pod);
         let netns = self.netns_dir.join(format!("{host}.net"));
         let io = |step: &'static str| {
@@ -78,7 +84,7 @@ impl PodNetwork {
             move |source| NetworkError::Io { pod, step, source }
         };
         std::fs::create_dir_all(&self.netns_dir).map_err(io("creating the netns folder"))?;
-        new_netns(&netns).map_err(io("creating the network namespace"))?;
+        new_netns(&netns, existing).map_err(io("creating the network namespace"))?;
         let file = std::fs::File::open(&netns).map_err(io("opening the network namespace"))?;
         let gateway = self.gateway;
         let fd = file.as_raw_fd();
@@ -245,13 +251,17 @@ async fn link_index(handle: &Handle, name: &str, pod: &str) -> Result<u32, Netwo
     }
 }
 
-/// A new network namespace kept alive by a bind mount on `path`. A thread of its own
-/// unshares, so the daemon's threads stay where they are.
-fn new_netns(path: &Path) -> std::io::Result<()> {
+/// A new network namespace (or `existing`) kept alive by a bind mount on `path`. A thread
+/// of its own enters it, so the daemon's threads stay where they are.
+fn new_netns(path: &Path, existing: Option<&Path>) -> std::io::Result<()> {
     let path = path.to_path_buf();
+    let existing = existing.map(Path::to_path_buf);
     std::thread::spawn(move || -> std::io::Result<()> {
         std::fs::File::create(&path)?;
-        unshare(CloneFlags::CLONE_NEWNET)?;
+        match &existing {
+            Some(ns) => setns(std::fs::File::open(ns)?, CloneFlags::CLONE_NEWNET)?,
+            None => unshare(CloneFlags::CLONE_NEWNET)?,
+        }
         // Pods are IPv4-only; left on, IPv6 sends neighbour discovery at link-up that the
         // data plane rightly drops. Set before eth0 exists so it inherits the default.
         for key in ["default", "all"] {

@@ -20,6 +20,9 @@ pub struct PodRecord {
     pub netns: PathBuf,
     pub host_interface: String,
     pub cgroup: PathBuf,
+    /// The runtime's container holding the network namespace (Docker's pause container).
+    #[serde(default)]
+    pub infra: Option<ContainerId>,
     pub containers: Vec<ContainerRecord>,
 }
 
@@ -114,6 +117,7 @@ mod tests {
             netns: "/run/skiff/netns/x.net".into(),
             host_interface: "sk0".into(),
             cgroup: "/sys/fs/cgroup/skiff/pods/u1".into(),
+            infra: None,
             containers: vec![ContainerRecord {
                 name: "app".into(),
                 id: ContainerId("c1".into()),

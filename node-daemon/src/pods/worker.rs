@@ -24,6 +24,7 @@ use super::{
     LocalContainer, LocalPod,
 };
 use crate::runtime::{
+    image::{is_probe_image, PROBE_IMAGE, PROBE_IMAGE_CMD},
     supervisor::{Status, Supervisor},
     ContainerSpec, ContainerState, Sandbox, Usage,
 };
@@ -33,12 +34,6 @@ pub const DEFAULT_GRACE_SECONDS: i64 = 30;
 const TICK: Duration = Duration::from_millis(100);
 /// Between attempts to set a pod up after a failure.
 const RETRY: Duration = Duration::from_secs(2);
-
-/// The image whose entrypoint the embedded runtime knows: the project's probe binary.
-pub const PROBE_IMAGE: &str = "skiff-probe";
-/// What the probe image runs when the pod gives no args (the Docker image's CMD too).
-pub const PROBE_IMAGE_CMD: [&str; 7] =
-    ["serve", "--http", "8080", "--tcp", "9000", "--udp", "9000"];
 
 struct RunningContainer {
     spec: Container,
@@ -193,9 +188,7 @@ fn argv(ctx: &Context, container: &Container) -> Result<Vec<String>, String> {
     }
     let image = container.image.as_deref().unwrap_or("");
     if ctx.runtime.name() == "embedded" {
-        let name = image.rsplit('/').next().unwrap_or(image);
-        let name = name.split(':').next().unwrap_or(name);
-        if name != PROBE_IMAGE {
+        if !is_probe_image(image) {
             return Err(format!(
                 "container {}: image {image:?}: the embedded runtime runs the node's own programs and knows no entrypoint for this image; give the container a command, or use image {PROBE_IMAGE}",
                 container.name
@@ -219,6 +212,7 @@ fn container_spec(
     pod: &Pod,
     container: &Container,
 ) -> Result<ContainerSpec, String> {
+    let image_entrypoint = container.command.is_empty() && ctx.runtime.name() != "embedded";
     let limits = &container.resources.limits;
     let mut env: Vec<(String, String)> = Vec::new();
     if let Some(tools) = &ctx.tools_dir {
@@ -240,6 +234,7 @@ fn container_spec(
         pod: pod_key(pod),
         name: container.name.clone(),
         argv: argv(ctx, container)?,
+        image_entrypoint,
         image: container.image.clone(),
         env,
         working_dir: container.working_dir.as_ref().map(PathBuf::from),
@@ -257,6 +252,7 @@ fn runtime_sandbox(record: &PodRecord) -> Sandbox {
     Sandbox {
         netns: record.netns.clone(),
         cgroup: record.cgroup.clone(),
+        infra: record.infra.clone(),
     }
 }
 
@@ -305,12 +301,21 @@ fn set_up(
         netns: PathBuf::new(),
         host_interface: String::new(),
         cgroup: cgroup.clone(),
+        infra: None,
         containers: Vec::new(),
     };
     let result = (|| -> Result<Vec<RunningContainer>, String> {
         std::fs::create_dir_all(&cgroup)
             .map_err(|e| format!("creating the pod cgroup {}: {e}", cgroup.display()))?;
-        let net = ctx.network.create(&key, ip).map_err(|e| e.to_string())?;
+        let made = ctx
+            .runtime
+            .create_sandbox(&key, &cgroup)
+            .map_err(|e| e.to_string())?;
+        record.infra = made.as_ref().map(|m| m.infra.clone());
+        let net = ctx
+            .network
+            .create(&key, ip, made.as_ref().map(|m| m.netns.as_path()))
+            .map_err(|e| e.to_string())?;
         record.netns = net.netns.clone();
         record.host_interface = net.host_interface.clone();
         ctx.records.save(&record).map_err(|e| e.to_string())?;
@@ -478,6 +483,11 @@ pub(crate) fn teardown(
             });
         if let Err(e) = ctx.network.remove(&net_sandbox(record)) {
             tracing::warn!(pod = %key, "removing the pod network: {e}");
+        }
+    }
+    if let Some(infra) = &record.infra {
+        if let Err(e) = ctx.runtime.remove(infra) {
+            tracing::warn!(pod = %key, "removing the pause container: {e}");
         }
     }
     let _ = std::fs::remove_dir(&record.cgroup);

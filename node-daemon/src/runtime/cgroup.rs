@@ -98,6 +98,24 @@ fn v1_dir(controller: &str, name: &str) -> Result<PathBuf, CgroupError> {
     Ok(dir)
 }
 
+/// The cgroup v2 mount: /sys/fs/cgroup on unified hosts, its `unified` folder on hybrid ones.
+pub fn cgroup2_mount() -> io::Result<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts")?;
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(fields[1]))
+        })
+        .min_by_key(|p| p.as_os_str().len())
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                "no cgroup2 mount: pods need cgroup v2 (mount it, or pass --runtime none)",
+            )
+        })
+}
+
 impl ContainerCgroup {
     /// Creates `<parent>/<name>` with the given limits; on failure removes what it made.
     pub fn create(

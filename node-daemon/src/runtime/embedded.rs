@@ -12,7 +12,7 @@
 
 use std::{
     fs::{File, OpenOptions},
-    io::Read as _,
+    io::Read,
     os::{fd::AsRawFd as _, unix::process::CommandExt as _},
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -31,6 +31,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use super::{
     cgroup::{CgroupError, ContainerCgroup},
+    logs::FileLog,
     ContainerId, ContainerSpec, ContainerState, ExecOutput, Runtime, RuntimeError, Sandbox, Usage,
 };
 
@@ -201,6 +202,7 @@ fn block_stop_signals() -> std::io::Result<()> {
     Ok(())
 }
 
+#[derive(Clone)]
 pub struct EmbeddedRuntime {
     state_dir: PathBuf,
     shim: PathBuf,
@@ -232,6 +234,11 @@ impl EmbeddedRuntime {
     pub fn with_shim(mut self, shim: &Path) -> EmbeddedRuntime {
         self.shim = shim.to_path_buf();
         self
+    }
+
+    /// The container's current log file (`log.1` beside it holds the rotated part).
+    pub fn log_path(&self, id: &ContainerId) -> PathBuf {
+        self.dir(id).join(LOG_FILE)
     }
 
     pub fn with_log_max_bytes(mut self, bytes: u64) -> EmbeddedRuntime {
@@ -642,8 +649,14 @@ impl Runtime for EmbeddedRuntime {
         })
     }
 
-    fn log_path(&self, id: &ContainerId) -> PathBuf {
-        self.dir(id).join(LOG_FILE)
+    fn logs(&self, id: &ContainerId, follow: bool) -> Result<Box<dyn Read + Send>, RuntimeError> {
+        self.load(id)?;
+        let alive: Option<Box<dyn Fn() -> bool + Send>> = follow.then(|| {
+            let (runtime, id) = (self.clone(), id.clone());
+            Box::new(move || runtime.state(&id).is_ok_and(|s| s.is_running()))
+                as Box<dyn Fn() -> bool + Send>
+        });
+        Ok(Box::new(FileLog::new(&self.log_path(id), alive)))
     }
 
     fn usage(&self, id: &ContainerId) -> Result<Usage, RuntimeError> {
@@ -689,6 +702,7 @@ mod tests {
             pod: "default/web server".into(),
             name: "app".into(),
             image: None,
+            image_entrypoint: false,
             argv: vec!["true".into()],
             env: vec![],
             working_dir: None,

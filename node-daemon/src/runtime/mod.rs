@@ -9,22 +9,31 @@
 //! - [`embedded`]: the default when no Docker socket is found. Containers run from the
 //!   host's filesystem (no images) in the pod's network namespace and their own mount, PID
 //!   and UTS namespaces, under a small init shim ([`init`]) that outlives the daemon.
+//! - [`docker`]: containers in a Docker engine through bollard; each pod gets a pause
+//!   container holding its network namespace, and [`image`] builds the local image with
+//!   the probe binary and busybox (no registry is needed).
+//! - [`logs`]: logs as readers, following appends and rotations.
 //! - [`cgroup`]: a container's cgroup, on cgroup v2 or, for the controllers a hybrid host
 //!   keeps on v1, the v1 hierarchies.
 
 pub mod cgroup;
+pub mod docker;
 pub mod embedded;
+pub mod image;
 pub mod init;
+pub mod logs;
 pub mod supervisor;
 
 use std::{
     fmt,
+    io::Read,
     path::{Path, PathBuf},
     time::{Duration, SystemTime},
 };
 
 use serde::{Deserialize, Serialize};
 
+pub use docker::DockerRuntime;
 pub use embedded::EmbeddedRuntime;
 
 /// What to run. `argv` is already resolved (image entrypoint and command merged).
@@ -37,9 +46,11 @@ pub struct ContainerSpec {
     /// The image, for runtimes that have images (the embedded runtime runs host programs).
     #[serde(default)]
     pub image: Option<String>,
-    /// For the embedded runtime the whole command line; for image runtimes the arguments
-    /// after the image's entrypoint when the pod gives no command.
+    /// The command line; with `image_entrypoint`, the arguments after the image's own
+    /// entrypoint instead (empty: the image's default command).
     pub argv: Vec<String>,
+    #[serde(default)]
+    pub image_entrypoint: bool,
     pub env: Vec<(String, String)>,
     pub working_dir: Option<PathBuf>,
     pub hostname: String,
@@ -54,6 +65,16 @@ pub struct Sandbox {
     pub netns: PathBuf,
     /// The pod's cgroup v2 directory; each container gets a child cgroup.
     pub cgroup: PathBuf,
+    /// The container holding the pod's network namespace, for runtimes that make one.
+    pub infra: Option<ContainerId>,
+}
+
+/// A network namespace a runtime made for a pod (Docker's pause container holds it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuntimeSandbox {
+    pub infra: ContainerId,
+    /// `/proc/PID/ns/net` of the infra container: the pod network is wired inside it.
+    pub netns: PathBuf,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -125,6 +146,8 @@ pub enum RuntimeError {
         shim: PathBuf,
         message: String,
     },
+    #[error("docker: {step}: {message}")]
+    Docker { step: String, message: String },
     #[error("container {container}: exec of {argv:?} did not finish within {timeout:?}")]
     ExecTimeout {
         container: String,
@@ -168,7 +191,17 @@ pub trait Runtime: Send + Sync {
         argv: &[String],
         timeout: Duration,
     ) -> Result<ExecOutput, RuntimeError>;
-    fn log_path(&self, id: &ContainerId) -> PathBuf;
+    /// The container's output so far; with `follow`, also what it writes until it ends.
+    fn logs(&self, id: &ContainerId, follow: bool) -> Result<Box<dyn Read + Send>, RuntimeError>;
+    /// Makes the pod's network namespace when the runtime needs to own it (Docker); `None`
+    /// when the node makes it. `remove` removes the infra container again.
+    fn create_sandbox(
+        &self,
+        _pod: &str,
+        _cgroup: &Path,
+    ) -> Result<Option<RuntimeSandbox>, RuntimeError> {
+        Ok(None)
+    }
     fn usage(&self, id: &ContainerId) -> Result<Usage, RuntimeError>;
     /// Every container this runtime knows, running or exited, for adoption after a restart.
     fn list(&self) -> Result<Vec<(ContainerId, ContainerSpec)>, RuntimeError>;
