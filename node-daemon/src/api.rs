@@ -51,6 +51,8 @@ pub struct ApiState {
     pub compiled: SharedCompiled,
     pub flows: Arc<FlowHub>,
     pub status: Arc<Mutex<Status>>,
+    /// This data plane's program ids, for their run counts.
+    pub programs: Vec<(&'static str, u32)>,
     /// Present when the daemon runs pods.
     pub pods: Option<crate::pod_api::PodApi>,
 }
@@ -84,7 +86,7 @@ fn handle(mut stream: TcpStream, state: &ApiState) {
                 .read()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone();
-            match crate::metrics::render(&state.pin_dir, &compiled) {
+            match crate::metrics::render(&state.pin_dir, &compiled, &state.programs) {
                 Ok(body) => answer(&mut stream, "200 OK", "text/plain; version=0.0.4", &body),
                 Err(e) => error(&mut stream, "500 Internal Server Error", &format!("{e}")),
             }

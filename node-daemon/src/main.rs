@@ -302,6 +302,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         },
     };
     let mut dataplane = DataPlane::load_with(&options).context("loading the eBPF data plane")?;
+    // Run counts and times in /metrics; the kernel keeps them while this fd is open.
+    let _program_stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+        .inspect_err(|e| tracing::warn!("BPF run statistics unavailable: {e}"))
+        .ok();
     tracing::info!(?mode, pin_dir = %args.pin_dir.display(), "data plane loaded");
 
     // The reconciler adopts what the pinned maps hold before anything is attached, so the
@@ -439,6 +443,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             compiled: compiled.clone(),
             flows,
             status: status.clone(),
+            programs: dataplane.program_ids(),
             pods: directory
                 .clone()
                 .zip(agent.as_ref())

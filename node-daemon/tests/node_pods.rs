@@ -161,6 +161,31 @@ fn ready_endpoints(admin: &Admin, service: &str) -> Vec<String> {
     ips
 }
 
+/// `GET /metrics` of a node daemon's API, from inside the node.
+fn node_metrics(lab: &Lab, node: NodeId) -> String {
+    use std::io::{Read as _, Write as _};
+    let address = lab.node(node).address;
+    lab.node(node).netns.run(|| {
+        let mut stream = std::net::TcpStream::connect((address, 10250)).unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        text
+    })
+}
+
+/// The value of the metric line starting with `prefix`.
+fn metric(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
 fn delete(admin: &Admin, name: &str) {
     let (code, body) = admin.call(Method::DELETE, &pod_path(name), None);
     assert_eq!(code, 200, "delete {name}: {body}");
@@ -257,6 +282,21 @@ fn the_daemon_runs_pods_probes_them_and_adopts_them_after_a_crash() {
         (connect(admin, "client", &format!("{cluster_ip}:80"))["pod"] == "web").then_some(())
     });
     assert_eq!(ready_endpoints(admin, "web"), vec![web_ip.clone()]);
+
+    // The data plane's metrics: program runs and the pod's traffic.
+    let metrics = node_metrics(&lab, n1);
+    for program in ["from_pod", "to_pod"] {
+        let runs = metric(
+            &metrics,
+            &format!("skiff_program_runs_total{{program=\"{program}\"}}"),
+        );
+        assert!(runs.is_some_and(|r| r > 0.0), "{program} runs: {metrics}");
+    }
+    let sent = metric(
+        &metrics,
+        &format!("skiff_pod_sent_packets_total{{pod_ip=\"{web_ip}\""),
+    );
+    assert!(sent.is_some_and(|p| p > 0.0), "web's traffic: {metrics}");
 
     // Readiness drives endpoints: unready leaves the Service, ready again returns.
     std::fs::write(&unready, "").unwrap();

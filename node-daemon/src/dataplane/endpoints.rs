@@ -75,15 +75,46 @@ impl<'a> Endpoints<'a> {
             .traffic
             .get(&ifindex, 0)
             .map_err(DataPlaneError::map(names::POD_TRAFFIC))?;
-        Ok(per_cpu
-            .iter()
-            .fold(EndpointTraffic::default(), |sum, cpu| EndpointTraffic {
-                from_pod_packets: sum.from_pod_packets + cpu.from_pod_packets,
-                from_pod_bytes: sum.from_pod_bytes + cpu.from_pod_bytes,
-                to_pod_packets: sum.to_pod_packets + cpu.to_pod_packets,
-                to_pod_bytes: sum.to_pod_bytes + cpu.to_pod_bytes,
-            }))
+        Ok(sum_traffic(&per_cpu))
     }
+}
+
+fn sum_traffic(per_cpu: &PerCpuValues<TrafficCounters>) -> EndpointTraffic {
+    per_cpu
+        .iter()
+        .fold(EndpointTraffic::default(), |sum, cpu| EndpointTraffic {
+            from_pod_packets: sum.from_pod_packets + cpu.from_pod_packets,
+            from_pod_bytes: sum.from_pod_bytes + cpu.from_pod_bytes,
+            to_pod_packets: sum.to_pod_packets + cpu.to_pod_packets,
+            to_pod_bytes: sum.to_pod_bytes + cpu.to_pod_bytes,
+        })
+}
+
+/// Every local pod of a node's pinned data plane: veth ifindex, address and traffic.
+pub fn pinned_pod_traffic(
+    pin_dir: &std::path::Path,
+) -> Result<Vec<(u32, Ipv4Addr, EndpointTraffic)>, DataPlaneError> {
+    let open = |name: &'static str| -> Result<aya::maps::Map, DataPlaneError> {
+        let data = MapData::from_pin(super::PinLayout::new(pin_dir).map(name))
+            .map_err(DataPlaneError::map(name))?;
+        aya::maps::Map::from_map_data(data).map_err(DataPlaneError::map(name))
+    };
+    let endpoints: HashMap<MapData, u32, EndpointInfo> = HashMap::try_from(open(names::ENDPOINTS)?)
+        .map_err(DataPlaneError::map(names::ENDPOINTS))?;
+    let traffic: PerCpuHashMap<MapData, u32, TrafficCounters> =
+        PerCpuHashMap::try_from(open(names::POD_TRAFFIC)?)
+            .map_err(DataPlaneError::map(names::POD_TRAFFIC))?;
+    let mut pods = Vec::new();
+    for entry in endpoints.iter() {
+        let (ifindex, info) = entry.map_err(DataPlaneError::map(names::ENDPOINTS))?;
+        let counters = traffic
+            .get(&ifindex, 0)
+            .map(|per_cpu| sum_traffic(&per_cpu))
+            .unwrap_or_default();
+        pods.push((ifindex, Ipv4Addr::from(u32::from_be(info.ipv4)), counters));
+    }
+    pods.sort_by_key(|(ifindex, _, _)| *ifindex);
+    Ok(pods)
 }
 
 /// Map update flag from the kernel's uapi: create the element only if it does not exist.

@@ -34,7 +34,7 @@ use aya::{
 };
 use skiff_common::{capacity, names, programs};
 
-pub use endpoints::{pinned_drop_counts, EndpointTraffic, Endpoints};
+pub use endpoints::{pinned_drop_counts, pinned_pod_traffic, EndpointTraffic, Endpoints};
 pub use error::DataPlaneError;
 pub use fullness::{map_fullness, MapFullness};
 pub use pins::{PinLayout, MAP_LAYOUT_VERSION};
@@ -171,6 +171,18 @@ impl DataPlane {
             attach_mode: options.attach_mode,
             pins,
         })
+    }
+
+    /// The kernel ids of this data plane's programs, by name (for run counts in /metrics).
+    pub fn program_ids(&self) -> Vec<(&'static str, u32)> {
+        [programs::FROM_POD, programs::TO_POD, programs::FROM_NETWORK]
+            .into_iter()
+            .chain(programs::SOCK_HOOKS)
+            .filter_map(|name| {
+                let info = self.ebpf.program(name)?.info().ok()?;
+                Some((name, info.id()))
+            })
+            .collect()
     }
 
     pub fn attach_mode(&self) -> AttachMode {
