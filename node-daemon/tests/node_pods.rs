@@ -25,16 +25,19 @@ struct NodeDaemon {
     name: &'static str,
     state: PathBuf,
     pid: u32,
+    /// `--runtime` and, for docker, the engine's socket.
+    runtime: (&'static str, Option<PathBuf>),
 }
 
 impl NodeDaemon {
     fn args(&self, lab: &Lab, node_conf: &Path) -> Vec<String> {
         let n = lab.node(self.node);
         let probe = skiff_lab::probe_binary().expect("skiff-probe");
-        [
+        let socket = self.runtime.1.as_ref().map(|s| s.display().to_string());
+        let mut args: Vec<String> = [
             "run",
             "--runtime",
-            "embedded",
+            self.runtime.0,
             "--state-dir",
             &self.state.display().to_string(),
             "--pod-netns-dir",
@@ -58,7 +61,11 @@ impl NodeDaemon {
         ]
         .iter()
         .map(|s| s.to_string())
-        .collect()
+        .collect();
+        if let Some(socket) = socket {
+            args.extend(["--docker-socket".into(), socket]);
+        }
+        args
     }
 
     fn start(&mut self, lab: &mut Lab, node_conf: &Path) {
@@ -97,12 +104,12 @@ fn pod_path(name: &str) -> String {
     format!("/api/v1/namespaces/default/pods/{name}")
 }
 
-fn pod(admin: &Admin, name: &str) -> Value {
+fn pod_status(admin: &Admin, name: &str) -> Value {
     admin.call(Method::GET, &pod_path(name), None).1
 }
 
 fn container_status(admin: &Admin, name: &str) -> Value {
-    pod(admin, name)["status"]["containerStatuses"][0].clone()
+    pod_status(admin, name)["status"]["containerStatuses"][0].clone()
 }
 
 fn is_ready(p: &Value) -> bool {
@@ -218,6 +225,7 @@ fn the_daemon_runs_pods_probes_them_and_adopts_them_after_a_crash() {
         name,
         state: state.path().join(name),
         pid: 0,
+        runtime: ("embedded", None),
     });
     let _netns = NetnsGuard(daemons.iter().map(|d| d.state.clone()).collect());
     for d in &mut daemons {
@@ -245,7 +253,7 @@ fn the_daemon_runs_pods_probes_them_and_adopts_them_after_a_crash() {
     ]);
 
     let web = eventually(Duration::from_secs(20), "web Running and Ready", || {
-        let p = pod(admin, "web");
+        let p = pod_status(admin, "web");
         (p["status"]["phase"] == "Running" && is_ready(&p)).then_some(p)
     });
     let web_ip = web["status"]["podIP"].as_str().unwrap().to_string();
@@ -261,7 +269,7 @@ fn the_daemon_runs_pods_probes_them_and_adopts_them_after_a_crash() {
         "{web_container}"
     );
     eventually(Duration::from_secs(20), "client Ready", || {
-        is_ready(&pod(admin, "client")).then_some(())
+        is_ready(&pod_status(admin, "client")).then_some(())
     });
 
     // Pod to pod across nodes, through the nodes' routes; and through the Service.
@@ -304,7 +312,7 @@ fn the_daemon_runs_pods_probes_them_and_adopts_them_after_a_crash() {
         Duration::from_secs(10),
         "web to leave the endpoints",
         || {
-            (!is_ready(&pod(admin, "web")) && ready_endpoints(admin, "web").is_empty())
+            (!is_ready(&pod_status(admin, "web")) && ready_endpoints(admin, "web").is_empty())
                 .then_some(())
         },
     );
@@ -365,7 +373,7 @@ fn the_daemon_runs_pods_probes_them_and_adopts_them_after_a_crash() {
     );
     assert_eq!((code, previous.trim()), (200, "crashing"));
     let hog_status = eventually(Duration::from_secs(20), "hog killed", || {
-        let p = pod(admin, "hog");
+        let p = pod_status(admin, "hog");
         (p["status"]["phase"] == "Failed").then_some(p)
     });
     let killed = &hog_status["status"]["containerStatuses"][0]["state"]["terminated"];
@@ -383,7 +391,7 @@ fn the_daemon_runs_pods_probes_them_and_adopts_them_after_a_crash() {
 
     // kill -9 of n1's daemon: web keeps serving; the next run adopts it unrestarted.
     eventually(Duration::from_secs(20), "slow Running", || {
-        (pod(admin, "slow")["status"]["phase"] == "Running").then_some(())
+        (pod_status(admin, "slow")["status"]["phase"] == "Running").then_some(())
     });
     daemons[0].kill();
     assert_eq!(
@@ -392,7 +400,7 @@ fn the_daemon_runs_pods_probes_them_and_adopts_them_after_a_crash() {
     );
     daemons[0].start(&mut lab, &cp.node_conf);
     std::thread::sleep(Duration::from_secs(3));
-    let adopted = pod(admin, "web");
+    let adopted = pod_status(admin, "web");
     let c = &adopted["status"]["containerStatuses"][0];
     assert_eq!(c["containerID"], web_container, "{adopted}");
     assert_eq!(c["restartCount"], 0, "{adopted}");
@@ -450,4 +458,91 @@ fn the_daemon_runs_pods_probes_them_and_adopts_them_after_a_crash() {
             || (left("pods") == 0 && left("netns") == 0 && left("containers") == 0).then_some(()),
         );
     }
+}
+
+/// The same daemon with the Docker runtime: pause container, wiring, image entrypoint,
+/// readiness, exec with skiff-probe on the image's PATH, logs, and removal on delete.
+#[test]
+fn the_daemon_runs_pods_on_docker() {
+    let Some(engine) = skiff_lab::DockerEngine::start_or_skip("docker pods") else {
+        return;
+    };
+    let probe = std::env::var_os("SKIFF_PROBE_STATIC").map_or_else(
+        || {
+            Path::new(env!("CARGO_BIN_EXE_skiff-node"))
+                .ancestors()
+                .nth(2)
+                .expect("target dir")
+                .join("static/x86_64-unknown-linux-gnu/release/skiff-probe")
+        },
+        PathBuf::from,
+    );
+    let built = std::process::Command::new(env!("CARGO_BIN_EXE_skiff-node"))
+        .args(["image", "build", "--probe", &probe.display().to_string()])
+        .args(["--docker-socket", &engine.socket().display().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+
+    let mut lab = Lab::new().expect("lab");
+    let cp_node = lab.add_node("cp").expect("node");
+    let n1 = lab.add_node("n1").expect("node");
+    let cp = ControlPlane::start(&mut lab, cp_node);
+    let admin = &cp.admin;
+    let declared = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
+        "spec": {"podCIDR": format!("{}/24", lab.node(n1).pod_cidr)}});
+    assert_eq!(
+        admin.call(Method::POST, "/api/v1/nodes", Some(&declared)).0,
+        201
+    );
+    let state = tempfile::tempdir().unwrap();
+    let mut daemon = NodeDaemon {
+        node: n1,
+        name: "n1",
+        state: state.path().join("n1"),
+        pid: 0,
+        runtime: ("docker", Some(engine.socket())),
+    };
+    let _netns = NetnsGuard(vec![daemon.state.clone()]);
+    daemon.start(&mut lab, &cp.node_conf);
+
+    let pod = |name: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"nodeName": "n1", "terminationGracePeriodSeconds": 5, "containers": [{
+                "name": "main", "image": "skiff-probe",
+                "readinessProbe": {"tcpSocket": {"port": 9000}, "periodSeconds": 1}}]}})
+    };
+    admin.apply(&[pod("web"), pod("client")]);
+    let web = eventually(Duration::from_secs(30), "web Ready on Docker", || {
+        let p = pod_status(admin, "web");
+        is_ready(&p).then_some(p)
+    });
+    let web_ip = web["status"]["podIP"].as_str().unwrap().to_string();
+    let id = web["status"]["containerStatuses"][0]["containerID"].clone();
+    assert!(id.as_str().unwrap().starts_with("docker://"), "{id}");
+    eventually(Duration::from_secs(30), "client Ready", || {
+        is_ready(&pod_status(admin, "client")).then_some(())
+    });
+    let answer = connect(admin, "client", &format!("{web_ip}:9000"));
+    assert_eq!(answer["pod"], "web", "{answer}");
+    let out = exec(admin, "web", &["hostname"]);
+    assert_eq!(out["stdout"], "web\n", "{out}");
+    let (code, logs) = admin.call_text(Method::GET, &format!("{}/log", pod_path("web")), None);
+    assert_eq!(code, 200);
+    assert!(logs.contains("serving"), "{logs}");
+
+    for name in ["web", "client"] {
+        delete(admin, name);
+    }
+    eventually(Duration::from_secs(20), "pods gone", || {
+        (gone(admin, "web") && gone(admin, "client")).then_some(())
+    });
+    eventually(Duration::from_secs(5), "records removed", || {
+        (std::fs::read_dir(daemon.state.join("pods")).map_or(0, |e| e.count()) == 0).then_some(())
+    });
+    daemon.kill();
 }

@@ -66,38 +66,8 @@ fn wait_exited(runtime: &dyn Runtime, id: &ContainerId, timeout: Duration) -> Co
     }
 }
 
-/// Docker (cgroup v1 on hybrid hosts) leaves the parents of a cgroup parent in each v1
-/// hierarchy; the lab only cleans its v2 subtree. On drop, also when the test fails.
-struct V1Mirrors(Option<PathBuf>);
-
-impl Drop for V1Mirrors {
-    fn drop(&mut self) {
-        if let Some(relative) = &self.0 {
-            remove_v1_mirrors(relative);
-        }
-    }
-}
-
-fn remove_v1_mirrors(relative: &Path) {
-    for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let mut dir = hierarchy.path().join(relative);
-        while dir.starts_with(hierarchy.path()) && dir != hierarchy.path() {
-            if std::fs::remove_dir(&dir).is_err() && dir.exists() {
-                break;
-            }
-            dir.pop();
-        }
-    }
-}
-
 #[test]
 fn docker_runs_a_pod_in_its_own_network_with_limits_logs_exec_and_adoption() {
-    // Declared first, so it goes last: after the engine removed the containers.
-    let mut mirrors = V1Mirrors(None);
     let Some(engine) = DockerEngine::start_or_skip("docker runtime") else {
         return;
     };
@@ -123,7 +93,6 @@ fn docker_runs_a_pod_in_its_own_network_with_limits_logs_exec_and_adoption() {
     let mount = cgroup2_mount().unwrap();
     let cgroup = n.cgroup.join("pods").join("web");
     std::fs::create_dir_all(&cgroup).unwrap();
-    mirrors.0 = Some(cgroup.strip_prefix(&mount).unwrap().to_path_buf());
     let runtime = DockerRuntime::connect(&engine.socket(), &mount).expect("connect");
     let netns_dir = tempfile::tempdir().unwrap();
     let network = PodNetwork {

@@ -44,12 +44,34 @@ pub fn sweep_stale() {
         for path in stale_entries(&cgroup2.join(NAME_PREFIX)) {
             remove_cgroup(&path);
         }
+        for hierarchy in v1_mirrors(&cgroup2, Path::new(NAME_PREFIX)) {
+            for path in stale_entries(&hierarchy) {
+                remove_cgroup(&path);
+            }
+        }
     }
     if let Ok(bpffs) = sys::bpffs_mount() {
         for path in stale_entries(&bpffs) {
             remove_bpffs_dir(&path);
         }
     }
+}
+
+/// The same path in each cgroup v1 hierarchy of a hybrid host, where Docker (cgroup v1
+/// driver) mirrors the cgroup parents it is given.
+pub fn v1_mirrors(cgroup2: &Path, relative: &Path) -> Vec<PathBuf> {
+    let Some(root) = cgroup2.parent() else {
+        return Vec::new();
+    };
+    std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|h| h != cgroup2)
+        .map(|h| h.join(relative))
+        .filter(|dir| dir.is_dir())
+        .collect()
 }
 
 /// Kills whatever still runs in a cgroup subtree and removes it, children first.
@@ -64,8 +86,16 @@ pub fn remove_cgroup(dir: &Path) {
             }
         }
     }
-    // cgroup.kill (Linux 5.14+) kills the whole subtree at once.
+    // cgroup.kill (Linux 5.14+) kills the whole subtree at once; v1 hierarchies lack it.
     let _ = std::fs::write(dir.join("cgroup.kill"), "1");
+    for pid in std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+    {
+        // SAFETY: plain kill(2) of a process in the lab's own cgroup.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         match std::fs::remove_dir(dir) {

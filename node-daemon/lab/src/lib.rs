@@ -444,6 +444,13 @@ impl Drop for Lab {
         }
         self.lab_netns = None;
         cleanup::remove_cgroup(&self.cgroup);
+        if let Ok(cgroup2) = sys::cgroup2_mount() {
+            if let Ok(relative) = self.cgroup.strip_prefix(&cgroup2) {
+                for mirror in cleanup::v1_mirrors(&cgroup2, relative) {
+                    cleanup::remove_cgroup(&mirror);
+                }
+            }
+        }
         cleanup::remove_bpffs_dir(&self.bpffs);
     }
 }
