@@ -372,6 +372,13 @@ fn the_daemon_runs_pods_probes_them_and_adopts_them_after_a_crash() {
         None,
     );
     assert_eq!((code, previous.trim()), (200, "crashing"));
+    // Following a container's log ends when the container does.
+    let (code, followed) = admin.call_text(
+        Method::GET,
+        &format!("{}/log?follow=true", pod_path("crashy")),
+        None,
+    );
+    assert_eq!((code, followed.trim()), (200, "crashing"));
     let hog_status = eventually(Duration::from_secs(20), "hog killed", || {
         let p = pod_status(admin, "hog");
         (p["status"]["phase"] == "Failed").then_some(p)
