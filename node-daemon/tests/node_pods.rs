@@ -474,15 +474,11 @@ fn the_daemon_runs_pods_on_docker() {
     let Some(engine) = skiff_lab::DockerEngine::start_or_skip("docker pods") else {
         return;
     };
-    let probe = std::env::var_os("SKIFF_PROBE_STATIC").map_or_else(
-        || {
-            Path::new(env!("CARGO_BIN_EXE_skiff-node"))
-                .ancestors()
-                .nth(2)
-                .expect("target dir")
-                .join("static/x86_64-unknown-linux-gnu/release/skiff-probe")
-        },
-        PathBuf::from,
+    let probe = skiff_lab::static_probe_binary();
+    assert!(
+        probe.is_file(),
+        "{} missing: `cargo xtask build` makes it",
+        probe.display()
     );
     let built = std::process::Command::new(env!("CARGO_BIN_EXE_skiff-node"))
         .args(["image", "build", "--probe", &probe.display().to_string()])

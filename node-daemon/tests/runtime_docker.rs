@@ -6,7 +6,7 @@
 use std::{
     io::Read as _,
     net::{Ipv4Addr, TcpStream},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::Command,
     time::{Duration, Instant},
 };
@@ -21,16 +21,7 @@ use skiff_node::{
 };
 
 fn static_probe() -> PathBuf {
-    let path = std::env::var_os("SKIFF_PROBE_STATIC").map_or_else(
-        || {
-            Path::new(env!("CARGO_BIN_EXE_skiff-node"))
-                .ancestors()
-                .nth(2)
-                .expect("target dir")
-                .join("static/x86_64-unknown-linux-gnu/release/skiff-probe")
-        },
-        PathBuf::from,
-    );
+    let path = skiff_lab::static_probe_binary();
     assert!(
         path.is_file(),
         "{} missing: `cargo xtask build` makes it",

@@ -475,3 +475,16 @@ pub fn probe_binary() -> Result<PathBuf> {
         .cloned()
         .ok_or(LabError::ProbeMissing(candidates))
 }
+
+/// The statically linked `skiff-probe` (for images without a libc): `SKIFF_PROBE_STATIC`
+/// (xtask sets it), else where `cargo xtask build` puts it beside the running test's target
+/// folder.
+pub fn static_probe_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("SKIFF_PROBE_STATIC") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    // Test binaries live in target/<profile>/deps/.
+    let target = exe.ancestors().nth(3).unwrap_or(Path::new("target"));
+    target.join("static/x86_64-unknown-linux-gnu/release/skiff-probe")
+}
