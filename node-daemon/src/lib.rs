@@ -10,12 +10,15 @@
 //! - [`metrics`]: `/metrics` (map fullness, drops by reason) from the pinned maps.
 //! - [`agent`]: joins the control plane, heartbeats, reports usage and watches the objects
 //!   the data plane needs.
+//! - [`dns`]: the node-local cluster DNS server, pods' resolver settings and service
+//!   environment variables.
 //! - [`pods`]: pod networks (namespace, veth, address, routes).
 //! - [`runtime`]: container runtimes behind one trait; the embedded one runs containers in
 //!   the pod's namespaces and cgroups through a small init shim.
 pub mod agent;
 pub mod api;
 pub mod dataplane;
+pub mod dns;
 mod http;
 pub mod metrics;
 pub mod pod_api;

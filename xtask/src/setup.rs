@@ -25,6 +25,14 @@ const PACKAGES: &[(&str, &str)] = &[
     ),
     ("iputils-ping", "ping, for lab connectivity checks"),
     (
+        "bind9-dnsutils",
+        "dig, to query the cluster DNS from pods in the DNS tests (docs/dns.md)",
+    ),
+    (
+        "dnsperf",
+        "dnsperf, the cluster DNS benchmark's load generator",
+    ),
+    (
         "bpftool",
         "bpftool, to inspect the pinned maps and programs (docs/services.md)",
     ),
