@@ -3,7 +3,7 @@
 use std::{
     cell::RefCell,
     collections::BTreeMap,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, SocketAddrV4},
     path::{Path, PathBuf},
     sync::{mpsc, Arc, Mutex, RwLock},
     time::{Duration, SystemTime},
@@ -19,6 +19,7 @@ use skiff_node::{
         map_fullness, proto_name, remove_pins, AttachMode, Capacities, DataPlane, LoadOptions,
         ServiceMaps,
     },
+    dns::{DnsSettings, ZoneHandle},
     pod_api::PodApi,
     pods::{
         ipam::PodAddresses,
@@ -169,6 +170,19 @@ struct RunArgs {
     /// Seconds between counter reports in the log.
     #[arg(long, default_value_t = 10)]
     report_every: u64,
+    /// The cluster's DNS domain: services are NAME.NS.svc.DOMAIN, pods a-b-c-d.NS.pod.DOMAIN.
+    #[arg(long, default_value = skiff_node::dns::zone::DEFAULT_DOMAIN, value_parser = parse_cluster_domain)]
+    cluster_domain: String,
+    /// Where the node serves cluster DNS (with --control-plane): auto (port 53 on
+    /// --node-ip), an IP:PORT, or off. The cluster DNS service (kube-system/kube-dns) is
+    /// steered to this server on this node; with off, pods keep the node's resolver.
+    #[arg(long, default_value = "auto", value_name = "auto|IP:PORT|off", value_parser = parse_dns_listen)]
+    dns_listen: DnsListen,
+    /// Resolvers for names outside the cluster domain: auto (the nameservers of the node's
+    /// /etc/resolv.conf, loopback ones skipped), none (answer REFUSED at once), or a
+    /// comma-separated list of IP or IP:PORT.
+    #[arg(long, default_value = "auto", value_name = "auto|none|IP[:PORT],...")]
+    dns_upstream: String,
     #[command(flatten)]
     pod_args: PodArgs,
 }
@@ -383,6 +397,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             ))
         })
     });
+    let zone = skiff_node::dns::new_zone(&args.cluster_domain);
+    let dns_listen = match &args.control_plane {
+        Some(_) => start_dns(&args, &zone)?,
+        None => None,
+    };
     let agent = match &args.control_plane {
         Some(config) => Some(agent::start(
             AgentConfig {
@@ -392,6 +411,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 node_addresses: node_addresses()?,
                 heartbeat: Duration::from_secs(args.heartbeat_seconds.max(1)),
                 daemon_port: directory.as_ref().and(api_addr).map(|a| a.port()),
+                cluster_domain: args.cluster_domain.clone(),
+                zone: zone.clone(),
+                dns_listen,
             },
             directory.clone(),
         )?),
@@ -460,6 +482,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let (dataplane_requests, requests) = mpsc::channel::<DataPlaneRequest>();
     let mut pod_host = PodHost {
         runtime: directory.zip(pod_cgroup),
+        zone,
+        cluster_dns: dns_listen.is_some(),
         manager: None,
         interfaces: BTreeMap::new(),
     };
@@ -525,6 +549,51 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         "stopping; the pinned data plane keeps forwarding (`skiff-node reset` removes it)"
     );
     Ok(())
+}
+
+#[derive(Clone, Copy, Debug)]
+enum DnsListen {
+    Auto,
+    Off,
+    At(SocketAddrV4),
+}
+
+fn parse_dns_listen(value: &str) -> Result<DnsListen, String> {
+    match value {
+        "auto" => Ok(DnsListen::Auto),
+        "off" => Ok(DnsListen::Off),
+        other => other.parse().map(DnsListen::At).map_err(|_| {
+            format!(
+                "{other:?} is not auto, off or an IPv4 address with a port (e.g. 10.200.0.1:53)"
+            )
+        }),
+    }
+}
+
+fn parse_cluster_domain(value: &str) -> Result<String, String> {
+    skiff_node::dns::zone::parse_domain(value).map_err(|e| e.to_string())
+}
+
+/// Starts the node's DNS server, if it serves one; returns its address.
+fn start_dns(args: &RunArgs, zone: &ZoneHandle) -> anyhow::Result<Option<SocketAddrV4>> {
+    let listen = match (args.dns_listen, node_ip_of(args)) {
+        (DnsListen::Off, _) => return Ok(None),
+        (DnsListen::At(addr), _) => addr,
+        (DnsListen::Auto, Some(ip)) => SocketAddrV4::new(ip, 53),
+        (DnsListen::Auto, None) => {
+            tracing::warn!("no node address (--node-ip or --uplink): serving no cluster DNS");
+            return Ok(None);
+        }
+    };
+    let resolv_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let upstreams = skiff_node::dns::parse_upstreams(&args.dns_upstream, &resolv_conf)?;
+    let settings = DnsSettings {
+        listen: listen.into(),
+        domain: args.cluster_domain.clone(),
+        upstreams,
+    };
+    skiff_node::dns::start(&settings, zone.clone()).context("--dns-listen")?;
+    Ok(Some(listen))
 }
 
 /// Where the control plane reaches the node API unless --api says otherwise (the kubelet's).
@@ -609,6 +678,10 @@ fn tools_dir(args: &PodArgs) -> Option<PathBuf> {
 struct PodHost {
     /// The pods' directory (with the runtime) and their cgroup root, when running pods.
     runtime: Option<(PodDirectory, PathBuf)>,
+    /// The cluster's names, for pods' resolvers and environment.
+    zone: ZoneHandle,
+    /// The node serves cluster DNS, so pods get it as their resolver.
+    cluster_dns: bool,
     manager: Option<PodManager>,
     /// host-side veth -> (ifindex, pod address)
     interfaces: BTreeMap<String, (u32, Ipv4Addr)>,
@@ -674,6 +747,8 @@ impl PodHost {
                 let _ = reports.send(report);
             }),
             dataplane: Mutex::new(dataplane.clone()),
+            zone: self.zone.clone(),
+            cluster_dns: self.cluster_dns,
         }))
     }
 

@@ -42,6 +42,7 @@ fn spec(name: &str, argv: &[&str], image_entrypoint: bool) -> ContainerSpec {
         hostname: "web".into(),
         cpu_limit_millis: None,
         memory_limit_bytes: None,
+        resolv_conf: None,
     }
 }
 
@@ -95,7 +96,7 @@ fn docker_runs_a_pod_in_its_own_network_with_limits_logs_exec_and_adoption() {
     let ip = Ipv4Addr::new(octets[0], octets[1], octets[2], 20);
 
     let made = runtime
-        .create_sandbox("default/web", &cgroup)
+        .create_sandbox("default/web", &cgroup, None)
         .expect("pause container")
         .expect("Docker makes the namespace");
     let net = n

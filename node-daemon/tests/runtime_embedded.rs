@@ -73,6 +73,7 @@ fn spec(argv: &[&str]) -> ContainerSpec {
         hostname: "web".into(),
         cpu_limit_millis: None,
         memory_limit_bytes: None,
+        resolv_conf: None,
     }
 }
 

@@ -60,6 +60,33 @@ pub struct PodSpec {
     pub tolerations: Vec<Toleration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub termination_grace_period_seconds: Option<i64>,
+    /// Which resolver the pod's containers get (default ClusterFirst).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_policy: Option<DnsPolicy>,
+    /// Whether containers get the `NAME_SERVICE_HOST`-style variables of the services in
+    /// their namespace (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_service_links: Option<bool>,
+}
+
+/// `spec.dnsPolicy`, as on Kubernetes (`None` with `dnsConfig` is not supported).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DnsPolicy {
+    /// The cluster DNS, with the namespace's search path; names outside the cluster domain
+    /// go to the node's upstream resolvers.
+    #[default]
+    ClusterFirst,
+    /// Accepted for manifests written for host-network pods; the same as ClusterFirst.
+    ClusterFirstWithHostNet,
+    /// The node's own resolver configuration.
+    Default,
+}
+
+impl PodSpec {
+    /// The pod resolves through the cluster DNS.
+    pub fn uses_cluster_dns(&self) -> bool {
+        self.dns_policy.unwrap_or_default() != DnsPolicy::Default
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

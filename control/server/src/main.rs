@@ -47,6 +47,10 @@ struct Args {
     /// ClusterIPs are handed out from this range.
     #[arg(long, default_value = "10.96.0.0/16")]
     service_cidr: Cidr,
+    /// The cluster DNS service's address (kube-system/kube-dns, which every node serves
+    /// itself); default: the 10th address of --service-cidr, as kubeadm picks it.
+    #[arg(long, value_name = "IP")]
+    cluster_dns: Option<std::net::Ipv4Addr>,
     /// NodePorts are handed out from this range (inclusive).
     #[arg(long, default_value = "30000-32767", value_parser = parse_port_range)]
     node_port_range: (u16, u16),
@@ -147,7 +151,10 @@ async fn main() -> anyhow::Result<()> {
             node_pod_prefix: args.node_cidr_size,
         },
     ));
-    bootstrap(&registry).await?;
+    let cluster_dns = args
+        .cluster_dns
+        .unwrap_or_else(|| std::net::Ipv4Addr::from(u32::from(args.service_cidr.addr) + 10));
+    bootstrap(&registry, cluster_dns).await?;
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -200,15 +207,38 @@ fn hostname() -> String {
 }
 
 /// The `default` namespace exists from the start, as in Kubernetes.
-async fn bootstrap(registry: &Registry) -> anyhow::Result<()> {
-    let default = Object::from_json(
-        Kind::Namespace,
-        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}),
-    )?;
-    match registry.create(default).await {
-        Ok(_) | Err(ApiError::AlreadyExists { .. }) => Ok(()),
-        Err(e) => Err(e).context("creating the default namespace"),
+/// The objects every cluster has: the `default` and `kube-system` namespaces and the cluster
+/// DNS service (no selector: each node steers it to its own DNS server).
+async fn bootstrap(registry: &Registry, cluster_dns: std::net::Ipv4Addr) -> anyhow::Result<()> {
+    for name in ["default", "kube-system"] {
+        let namespace = Object::from_json(
+            Kind::Namespace,
+            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
+        )?;
+        match registry.create(namespace).await {
+            Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e).with_context(|| format!("creating the {name} namespace")),
+        }
     }
+    let dns = Object::from_json(
+        Kind::Service,
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kube-dns", "namespace": "kube-system",
+                         "labels": {"k8s-app": "kube-dns"}},
+            "spec": {"clusterIP": cluster_dns.to_string(), "ports": [
+                {"name": "dns", "port": 53, "protocol": "UDP"},
+                {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]}
+        }),
+    )?;
+    match registry.create(dns).await {
+        Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
+        // The cluster still works by address; say why names do not.
+        Err(e) => tracing::warn!(
+            "cannot create the cluster DNS service kube-system/kube-dns at {cluster_dns} (--cluster-dns): {e}; pods will not resolve cluster names"
+        ),
+    }
+    Ok(())
 }
 
 /// admin.conf for the CLI, ca.crt and join-token for nodes; readable by the owner only.

@@ -561,9 +561,18 @@ async fn endpoint_slices(ctx: &Ctx) -> Result<(), ApiError> {
             }
         }
     }
-    // Slices of services that are gone or that no longer need them.
+    // Slices this controller made (a Service controls them) for services that are gone or
+    // no longer need them. Slices users write for selector-less services are theirs.
     for (key, slice) in &existing {
-        if slice.metadata.labels.contains_key(SERVICE_NAME_LABEL) && !wanted.contains(key) {
+        let made_here = slice
+            .metadata
+            .owner_references
+            .iter()
+            .any(|o| o.kind == "Service" && o.controller == Some(true));
+        if made_here
+            && slice.metadata.labels.contains_key(SERVICE_NAME_LABEL)
+            && !wanted.contains(key)
+        {
             tolerate_races(
                 ctx.registry
                     .delete(Kind::EndpointSlice, &key.0, &key.1, true)

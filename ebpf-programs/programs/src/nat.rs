@@ -5,6 +5,8 @@
 //! Runs on ingress only (a pod's host-side veth, the node's uplink), before routing, so a
 //! rewritten destination is routed like any other packet. Replies are restored on the ingress
 //! where they enter the node: the backend pod's veth (local backend) or the uplink (remote).
+//! A backend that is the node itself (the node-local DNS server) replies from the node's own
+//! stack, so its replies are restored on the client pod's veth egress (`restore_reply`).
 
 use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_NOEXIST},
@@ -121,6 +123,24 @@ pub fn translate(
     };
     rewrite(ctx, ip, &tuple, &forward);
     Ok(Action::Pass(flow_after(&forward, tuple.proto)))
+}
+
+/// Restores the reply of a translated flow on its way into a client pod, when nothing did
+/// earlier: the backend is the node's own stack, whose replies enter no ingress program.
+/// Replies restored at an ingress no longer match a reply entry, so none is restored twice.
+#[inline(always)]
+pub fn restore_reply(ctx: &TcContext, ip: &Ipv4Header, flow: &Flow) -> Flow {
+    if (flow.proto != IPPROTO_TCP && flow.proto != IPPROTO_UDP) || ip.fragmented {
+        return *flow;
+    }
+    // SAFETY: the value is copied out at once.
+    match unsafe { CONNTRACK.get(&flow.key(CT_REPLY)) }.copied() {
+        Some(reply) => {
+            rewrite(ctx, ip, flow, &reply);
+            flow_after(&reply, flow.proto)
+        }
+        None => *flow,
+    }
 }
 
 /// A packet that may start a new flow: a TCP SYN (without ACK), or any UDP datagram.

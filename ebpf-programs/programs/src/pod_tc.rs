@@ -3,7 +3,8 @@
 //! Packets on veths that are not in `ENDPOINTS` pass untouched: the pod programs only judge
 //! traffic of pods the node daemon registered. For registered pods, `from_pod` checks the
 //! source address, translates service traffic and then applies egress policy to the real
-//! destination; `to_pod` applies ingress policy. `from_network` only touches packets for
+//! destination; `to_pod` restores replies from
+//! the node's own stack to service flows and applies ingress policy. `from_network` only touches packets for
 //! NodePort frontends and replies of flows the data plane translated.
 
 use aya_ebpf::{
@@ -136,7 +137,10 @@ fn check_to_pod(ctx: &TcContext, endpoint: &EndpointInfo, ifindex: u32) -> Resul
     let ip = ipv4(ctx).ok_or(DropReason::MalformedPacket)?;
     count_traffic(ifindex, Direction::ToPod, ctx.len());
     let flow = read_flow(ctx, &ip)?;
-    if policy::is_reply(&flow, POLICY_EGRESS) {
+    // Policy let the flow through as the pod's egress saw it: translated, before restoring.
+    let reply = policy::is_reply(&flow, POLICY_EGRESS);
+    let flow = nat::restore_reply(ctx, &ip, &flow);
+    if reply {
         return Ok(());
     }
     let at = Check {

@@ -1,7 +1,8 @@
 //! The node's side of the control plane: it joins with the join token, registers its Node,
 //! heartbeats (the Ready condition the node lifecycle controller watches), reports usage,
 //! and keeps a watch cache of the objects the data plane needs (namespaces, pods, services,
-//! endpoint slices, network policies), handing each new view to the daemon's reconcilers.
+//! endpoint slices, network policies), handing each new view to the daemon's reconcilers
+//! and each new [`Zone`] straight to the node's DNS server.
 //!
 //! It runs on its own thread with a small async runtime; the daemon's main loop picks up
 //! views from a channel, so a slow or absent control plane never blocks the data plane:
@@ -19,7 +20,7 @@ pub mod translate;
 
 use std::{
     collections::BTreeMap,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, SocketAddrV4},
     path::PathBuf,
     sync::{mpsc, Arc, RwLock},
     time::{Duration, SystemTime},
@@ -36,6 +37,7 @@ use skiff_client::{Client, ClientError, Config};
 use tokio::sync::{Mutex, Notify};
 
 use crate::{
+    dns::{Zone, ZoneHandle},
     pods::{manager::PodReport, PodDirectory},
     service_lb::DesiredServices,
 };
@@ -53,6 +55,14 @@ pub struct AgentConfig {
     pub heartbeat: Duration,
     /// The port of the daemon's own API (logs, exec), advertised in the Node's status.
     pub daemon_port: Option<u16>,
+    /// The cluster domain the zone is built for (`cluster.local`).
+    pub cluster_domain: String,
+    /// Where the agent puts the cluster's names on every change, for the DNS server and
+    /// for pods starting (resolver, service environment variables).
+    pub zone: ZoneHandle,
+    /// The node's DNS server, the backend of `kube-system/kube-dns` on this node; `None`
+    /// when the node serves no DNS.
+    pub dns_listen: Option<SocketAddrV4>,
 }
 
 /// What the agent shares with the rest of the daemon.
@@ -213,12 +223,16 @@ fn view_of(objects: &[Object], config: &AgentConfig, pod_cidr: Option<String>) -
             _ => {}
         }
     }
+    // Straight to the DNS server, not through the main loop: names are fresh at once.
+    let zone = Arc::new(Zone::build(&config.cluster_domain, objects));
+    *config.zone.write().unwrap_or_else(|e| e.into_inner()) = zone;
     ClusterView {
         services: translate::desired_services(
             &services,
             &slices,
             &config.node_name,
             &config.node_addresses,
+            config.dns_listen,
         ),
         policy_objects,
         pod_cidr,

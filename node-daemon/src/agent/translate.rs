@@ -2,8 +2,10 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    net::Ipv4Addr,
+    net::{Ipv4Addr, SocketAddrV4},
 };
+
+use crate::dns::zone::{DNS_NAMESPACE, DNS_SERVICE};
 
 use skiff_api::{
     service::{self as api, SERVICE_NAME_LABEL},
@@ -19,11 +21,15 @@ use crate::service_lb::desired::{
 /// EndpointSlices carry target ports already resolved per pod; each service port becomes a
 /// named target (`svc:<port name>`) that every endpoint maps to its resolved number, so a
 /// pod lacking a named port simply does not serve that service port.
+///
+/// `local_dns`, the node's own DNS server, is the one endpoint of `kube-system/kube-dns` on
+/// this node whatever the API says, so pods' lookups never leave the node.
 pub fn desired_services(
     services: &[api::Service],
     slices: &[EndpointSlice],
     node: &str,
     node_addresses: &[Ipv4Addr],
+    local_dns: Option<SocketAddrV4>,
 ) -> DesiredServices {
     let mut by_service: HashMap<(String, String), Vec<&EndpointSlice>> = HashMap::new();
     for slice in slices {
@@ -78,6 +84,22 @@ pub fn desired_services(
                     }
                 }
             }
+        }
+        if let (Some(dns), true) = (
+            local_dns,
+            ns == DNS_NAMESPACE && svc.metadata.name == DNS_SERVICE,
+        ) {
+            let local = Endpoint {
+                ip: *dns.ip(),
+                local: true,
+                ready: true,
+                terminating: false,
+                ports: ports
+                    .iter()
+                    .map(|p| (target_name(p.name.as_deref()), dns.port()))
+                    .collect(),
+            };
+            endpoints = BTreeMap::from([(local.ip, local)]);
         }
         out.services.push(desired::Service {
             namespace: ns,
@@ -136,7 +158,13 @@ mod tests {
              ports: [{name: http, port: 8080}]\n",
         )
         .unwrap();
-        let desired = desired_services(&[svc], &[slice], "n1", &["192.168.1.1".parse().unwrap()]);
+        let desired = desired_services(
+            &[svc],
+            &[slice],
+            "n1",
+            &["192.168.1.1".parse().unwrap()],
+            Some("192.168.1.1:53".parse().unwrap()),
+        );
         let s = &desired.services[0];
         assert_eq!(s.cluster_ip, Some("10.96.0.7".parse().unwrap()));
         assert_eq!(s.service_type, desired::ServiceType::NodePort);
@@ -160,6 +188,24 @@ mod tests {
                 ("10.244.2.5".into(), false, false, Some(8080))
             ]
         );
+        desired.validate().unwrap();
+    }
+
+    #[test]
+    fn the_cluster_dns_service_is_served_by_this_node() {
+        let svc = service(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: kube-dns, namespace: kube-system}\n\
+             spec: {clusterIP: 10.96.0.10, ports: [{name: dns, port: 53, protocol: UDP}, {name: dns-tcp, port: 53}]}\n",
+        );
+        let node = "192.168.1.1:5353".parse().unwrap();
+        let desired = desired_services(&[svc], &[], "n1", &[], Some(node));
+        let s = &desired.services[0];
+        assert_eq!(s.endpoints.len(), 1);
+        let e = &s.endpoints[0];
+        assert_eq!((e.ip, e.local, e.serving()), (*node.ip(), true, true));
+        for port in &s.ports {
+            assert_eq!(e.resolve(&port.target()), Some(5353));
+        }
         desired.validate().unwrap();
     }
 }

@@ -29,6 +29,9 @@ use super::zone::{Lookup, QueryType, Zone};
 const EDNS_PAYLOAD: u16 = 1232;
 const PLAIN_UDP_PAYLOAD: usize = 512;
 
+/// How long a query waits for the first view of a starting daemon before SERVFAIL.
+const FIRST_VIEW_WAIT: Duration = Duration::from_secs(3);
+
 /// How long one upstream gets before the next is tried.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -85,7 +88,16 @@ impl RequestHandler for ClusterDns {
                 return send(&mut response_handle, builder.build_no_records(header)).await;
             }
         };
-        let zone = self.zone();
+        let mut zone = self.zone();
+        let waiting = std::time::Instant::now();
+        while !zone.is_complete() && waiting.elapsed() < FIRST_VIEW_WAIT {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            zone = self.zone();
+        }
+        if !zone.is_complete() {
+            header.set_response_code(ResponseCode::ServFail);
+            return send(&mut response_handle, builder.build_no_records(header)).await;
+        }
         let qname = query.name().to_string().to_ascii_lowercase();
         match zone.lookup(&qname, query_type(query.query_type())) {
             Lookup::Found {

@@ -81,6 +81,8 @@ pub struct Zone {
     env: BTreeMap<String, Vec<EnvService>>,
     /// The ClusterIP of kube-system/kube-dns: pods' nameserver.
     dns_address: Option<Ipv4Addr>,
+    /// Built from a complete view of the cluster (not the placeholder before the first).
+    complete: bool,
 }
 
 /// The error for a cluster domain that is not a DNS name.
@@ -149,7 +151,16 @@ fn dashed(ip: Ipv4Addr) -> String {
 impl Zone {
     /// An empty zone: every cluster name is NXDOMAIN until the first view.
     pub fn empty(domain: &str) -> Zone {
-        Zone::build(domain, &[])
+        Zone {
+            complete: false,
+            ..Zone::build(domain, &[])
+        }
+    }
+
+    /// False for the placeholder a starting daemon holds before its first view: answering
+    /// from it would deny names that exist.
+    pub fn is_complete(&self) -> bool {
+        self.complete
     }
 
     /// The zone of these objects (the watch cache); other kinds are ignored.
@@ -180,6 +191,7 @@ impl Zone {
             pods: HashSet::new(),
             env: BTreeMap::new(),
             dns_address: None,
+            complete: true,
             domain,
         };
         let mut slices: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();

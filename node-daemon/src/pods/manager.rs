@@ -24,7 +24,10 @@ use super::{
     worker::{self, pod_key, uid},
     PodDirectory,
 };
-use crate::runtime::{supervisor::Backoff, Runtime};
+use crate::{
+    dns::ZoneHandle,
+    runtime::{supervisor::Backoff, Runtime},
+};
 
 /// What a worker tells the control plane.
 #[derive(Clone, Debug, PartialEq)]
@@ -72,6 +75,17 @@ pub struct Context {
     pub directory: PodDirectory,
     pub reports: Box<dyn Fn(PodReport) + Send + Sync>,
     pub dataplane: Mutex<mpsc::Sender<DataPlaneRequest>>,
+    /// The cluster's names now: service environment variables and pods' resolver.
+    pub zone: ZoneHandle,
+    /// The node serves cluster DNS: pods (dnsPolicy ClusterFirst) resolve through it.
+    pub cluster_dns: bool,
+}
+
+impl Context {
+    /// The cluster's names as the agent saw them last.
+    pub fn zone(&self) -> Arc<crate::dns::Zone> {
+        self.zone.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 /// The manager's handle on one worker.

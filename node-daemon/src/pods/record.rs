@@ -75,6 +75,23 @@ impl Records {
 
     pub fn remove(&self, uid: &str) {
         let _ = std::fs::remove_file(self.path(uid));
+        let _ = std::fs::remove_file(self.resolv_conf_path(uid));
+    }
+
+    /// The pod's /etc/resolv.conf, which the embedded runtime mounts into its containers.
+    pub fn resolv_conf_path(&self, uid: &str) -> PathBuf {
+        self.dir.join(format!("{uid}.resolv.conf"))
+    }
+
+    pub fn write_resolv_conf(&self, uid: &str, text: &str) -> Result<(), RecordError> {
+        let path = self.resolv_conf_path(uid);
+        let temp = path.with_extension("conf.tmp");
+        let error = |e: std::io::Error| RecordError {
+            path: path.clone(),
+            message: format!("writing: {e}"),
+        };
+        std::fs::write(&temp, text).map_err(error)?;
+        std::fs::rename(&temp, &path).map_err(error)
     }
 
     /// Every readable record; an unreadable one is reported and skipped, so one bad file

@@ -23,6 +23,7 @@ use super::{
     record::{ContainerRecord, PodRecord},
     LocalContainer, LocalPod,
 };
+use crate::dns::ResolverConfig;
 use crate::runtime::{
     image::{is_probe_image, PROBE_IMAGE, PROBE_IMAGE_CMD},
     supervisor::{Status, Supervisor},
@@ -224,12 +225,17 @@ fn container_spec(
             ),
         ));
     }
+    if pod.spec.enable_service_links != Some(false) {
+        // Before the container's own variables, which win over them.
+        env.extend(ctx.zone().service_env(pod.metadata.namespace()));
+    }
     env.extend(
         container
             .env
             .iter()
             .map(|e| (e.name.clone(), e.value.clone())),
     );
+    let resolv_conf = ctx.records.resolv_conf_path(&uid(pod));
     Ok(ContainerSpec {
         pod: pod_key(pod),
         name: container.name.clone(),
@@ -241,7 +247,18 @@ fn container_spec(
         hostname: pod.metadata.name.clone(),
         cpu_limit_millis: limits.get("cpu").and_then(|q| q.millicores()),
         memory_limit_bytes: limits.get("memory").and_then(|q| q.bytes()),
+        // Written at set-up when the pod resolves through the cluster DNS (kept across
+        // daemon restarts with the record), so restarted containers find it too.
+        resolv_conf: resolv_conf.exists().then_some(resolv_conf),
     })
+}
+
+/// The pod's resolver, as the kubelet writes it, when it uses the cluster DNS.
+fn cluster_resolver(ctx: &Context, pod: &Pod) -> Option<ResolverConfig> {
+    if !(ctx.cluster_dns && pod.spec.uses_cluster_dns()) {
+        return None;
+    }
+    ctx.zone().pod_resolver(pod.metadata.namespace())
 }
 
 fn restart_policy(pod: &Pod) -> RestartPolicy {
@@ -272,6 +289,15 @@ fn set_up(
     pod: &Pod,
     adopted: Option<PodRecord>,
 ) -> Result<(PodRecord, Vec<RunningContainer>), String> {
+    let resolver = match &adopted {
+        Some(_) => None,
+        None => cluster_resolver(ctx, pod),
+    };
+    if let Some(resolver) = &resolver {
+        ctx.records
+            .write_resolv_conf(&uid(pod), &resolver.render())
+            .map_err(|e| e.to_string())?;
+    }
     let specs: Vec<ContainerSpec> = pod
         .spec
         .containers
@@ -309,7 +335,7 @@ fn set_up(
             .map_err(|e| format!("creating the pod cgroup {}: {e}", cgroup.display()))?;
         let made = ctx
             .runtime
-            .create_sandbox(&key, &cgroup)
+            .create_sandbox(&key, &cgroup, resolver.as_ref())
             .map_err(|e| e.to_string())?;
         record.infra = made.as_ref().map(|m| m.infra.clone());
         let net = ctx

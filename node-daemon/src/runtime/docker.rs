@@ -26,6 +26,8 @@ use bollard::{
 };
 use futures_util::StreamExt as _;
 
+use crate::dns::ResolverConfig;
+
 use super::{
     image::PROBE_IMAGE_REF, logs::ChannelLog, ContainerId, ContainerSpec, ContainerState,
     ExecOutput, Runtime, RuntimeError, RuntimeSandbox, Sandbox, Usage,
@@ -194,6 +196,7 @@ impl Runtime for DockerRuntime {
         &self,
         pod: &str,
         cgroup: &Path,
+        dns: Option<&ResolverConfig>,
     ) -> Result<Option<RuntimeSandbox>, RuntimeError> {
         // Containers joining its network take its hostname: the pod's name.
         let hostname = pod.rsplit('/').next().unwrap_or(pod).to_string();
@@ -209,6 +212,10 @@ impl Runtime for DockerRuntime {
             host_config: Some(HostConfig {
                 network_mode: Some("none".into()),
                 cgroup_parent: Some(self.cgroup_parent(cgroup)),
+                // Docker writes the resolv.conf every container of the pod shares.
+                dns: dns.map(|d| d.nameservers.iter().map(|ip| ip.to_string()).collect()),
+                dns_search: dns.map(|d| d.searches.clone()),
+                dns_options: dns.map(|d| d.options.clone()),
                 ..Default::default()
             }),
             ..Default::default()
@@ -467,6 +474,7 @@ impl Runtime for DockerRuntime {
                     hostname: String::new(),
                     cpu_limit_millis: None,
                     memory_limit_bytes: None,
+                    resolv_conf: None,
                 },
             };
             found.push((ContainerId(id), spec));

@@ -709,6 +709,7 @@ mod tests {
             hostname: "web".into(),
             cpu_limit_millis: None,
             memory_limit_bytes: None,
+            resolv_conf: None,
         };
         let (a, b) = (
             EmbeddedRuntime::new_id(&spec),

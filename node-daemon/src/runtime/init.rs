@@ -149,6 +149,17 @@ fn shim(record: &Record) -> Result<ExitRecord, InitError> {
         None::<&str>,
     )
     .map_err(sys("mounting /proc"))?;
+    if let Some(resolv_conf) = &record.spec.resolv_conf {
+        // Only in this mount namespace: the node's own resolv.conf is untouched.
+        mount(
+            Some(resolv_conf.as_path()),
+            "/etc/resolv.conf",
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(sys("mounting the pod's /etc/resolv.conf"))?;
+    }
     sethostname(&record.spec.hostname).map_err(sys("setting the hostname"))?;
 
     // The runtime starts the shim with these blocked already, so none is lost before this

@@ -31,6 +31,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use crate::dns::ResolverConfig;
 use serde::{Deserialize, Serialize};
 
 pub use docker::DockerRuntime;
@@ -56,6 +57,10 @@ pub struct ContainerSpec {
     pub hostname: String,
     pub cpu_limit_millis: Option<u64>,
     pub memory_limit_bytes: Option<u64>,
+    /// The pod's resolver configuration, mounted on the container's /etc/resolv.conf by
+    /// the embedded runtime (Docker takes it from the pause container's DNS settings).
+    #[serde(default)]
+    pub resolv_conf: Option<PathBuf>,
 }
 
 /// What the pod provides to its containers.
@@ -194,11 +199,13 @@ pub trait Runtime: Send + Sync {
     /// The container's output so far; with `follow`, also what it writes until it ends.
     fn logs(&self, id: &ContainerId, follow: bool) -> Result<Box<dyn Read + Send>, RuntimeError>;
     /// Makes the pod's network namespace when the runtime needs to own it (Docker); `None`
-    /// when the node makes it. `remove` removes the infra container again.
+    /// when the node makes it. `remove` removes the infra container again. `dns`: the
+    /// pod's resolver, for runtimes that write resolv.conf themselves.
     fn create_sandbox(
         &self,
         _pod: &str,
         _cgroup: &Path,
+        _dns: Option<&ResolverConfig>,
     ) -> Result<Option<RuntimeSandbox>, RuntimeError> {
         Ok(None)
     }

@@ -6,8 +6,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use reqwest::Method;
 use serde_json::{json, Value};
 use skiff_lab::{Lab, NodeId};
+
+use super::pin_dir;
 
 const DAEMON: &str = env!("CARGO_BIN_EXE_skiff-node");
 
@@ -194,4 +197,117 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> O
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// One node's daemon: its state folder (records, containers, netns files) and arguments.
+pub struct NodeDaemon {
+    pub node: NodeId,
+    pub name: &'static str,
+    pub state: PathBuf,
+    pub pid: u32,
+    /// `--runtime` and, for docker, the engine's socket.
+    pub runtime: (&'static str, Option<PathBuf>),
+    /// More `skiff-node run` arguments.
+    pub extra: Vec<String>,
+}
+
+impl NodeDaemon {
+    pub fn args(&self, lab: &Lab, node_conf: &Path) -> Vec<String> {
+        let n = lab.node(self.node);
+        let probe = skiff_lab::probe_binary().expect("skiff-probe");
+        let socket = self.runtime.1.as_ref().map(|s| s.display().to_string());
+        let mut args: Vec<String> = [
+            "run",
+            "--runtime",
+            self.runtime.0,
+            "--state-dir",
+            &self.state.display().to_string(),
+            "--pod-netns-dir",
+            &self.state.join("netns").display().to_string(),
+            "--pod-cgroup",
+            &n.cgroup.join("pods").display().to_string(),
+            "--probe-binary",
+            &probe.display().to_string(),
+            "--pin-dir",
+            &pin_dir(lab, self.node).display().to_string(),
+            "--uplink",
+            n.uplink,
+            "--control-plane",
+            &node_conf.display().to_string(),
+            "--node-name",
+            self.name,
+            "--heartbeat-seconds",
+            "1",
+            "--api",
+            &format!("{}:10250", n.address),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if let Some(socket) = socket {
+            args.extend(["--docker-socket".into(), socket]);
+        }
+        args.extend(self.extra.iter().cloned());
+        args
+    }
+
+    pub fn start(&mut self, lab: &mut Lab, node_conf: &Path) {
+        let args = self.args(lab, node_conf);
+        let log = self.state.with_extension("log");
+        self.pid = start_daemon(lab, self.node, &args, Some(&log));
+    }
+
+    pub fn kill(&self) {
+        // SAFETY: plain kill(2) of a child this test started.
+        assert_eq!(unsafe { libc::kill(self.pid as i32, libc::SIGKILL) }, 0);
+        let mut status = 0;
+        // SAFETY: reaps that child.
+        unsafe { libc::waitpid(self.pid as i32, &mut status, 0) };
+    }
+}
+
+/// Unmounts the pod network namespaces a failed test may leave in its state folders.
+pub struct NetnsGuard(pub Vec<PathBuf>);
+
+impl Drop for NetnsGuard {
+    fn drop(&mut self) {
+        for dir in &self.0 {
+            for entry in std::fs::read_dir(dir.join("netns"))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let _ = nix::mount::umount2(&entry.path(), nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+    }
+}
+
+pub fn pod_path(name: &str) -> String {
+    format!("/api/v1/namespaces/default/pods/{name}")
+}
+
+pub fn pod_status(admin: &Admin, name: &str) -> Value {
+    admin.call(Method::GET, &pod_path(name), None).1
+}
+
+pub fn container_status(admin: &Admin, name: &str) -> Value {
+    pod_status(admin, name)["status"]["containerStatuses"][0].clone()
+}
+
+pub fn is_ready(p: &Value) -> bool {
+    p["status"]["conditions"].as_array().is_some_and(|c| {
+        c.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
+}
+
+pub fn exec(admin: &Admin, pod: &str, command: &[&str]) -> Value {
+    let (code, body) = admin.call(
+        Method::POST,
+        &format!("{}/exec", pod_path(pod)),
+        Some(&json!({"command": command, "timeoutSeconds": 10})),
+    );
+    assert_eq!(code, 200, "exec in {pod}: {body}");
+    body
 }
