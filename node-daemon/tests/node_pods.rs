@@ -408,7 +408,15 @@ fn the_daemon_runs_pods_on_docker() {
                 "name": "main", "image": "skiff-probe",
                 "readinessProbe": {"tcpSocket": {"port": 9000}, "periodSeconds": 1}}]}})
     };
-    admin.apply(&[pod("web"), pod("client")]);
+    admin.apply(&[json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"name": "probe", "port": 80, "targetPort": 9000}]}})]);
+    let web_cluster_ip = admin.get("/api/v1/namespaces/default/services/web")["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut web_pod = pod("web");
+    web_pod["metadata"]["labels"] = json!({"app": "web"});
+    admin.apply(&[web_pod, pod("client")]);
     let web = eventually(Duration::from_secs(30), "web Ready on Docker", || {
         let p = pod_status(admin, "web");
         is_ready(&p).then_some(p)
@@ -423,6 +431,41 @@ fn the_daemon_runs_pods_on_docker() {
     assert_eq!(answer["pod"], "web", "{answer}");
     let out = exec(admin, "web", &["hostname"]);
     assert_eq!(out["stdout"], "web\n", "{out}");
+
+    // Names through Docker's DNS settings: the resolv.conf Docker wrote, busybox's
+    // nslookup answered by n1's DNS server through the kube-dns ClusterIP, and the env.
+    let resolv = exec(admin, "client", &["cat", "/etc/resolv.conf"]);
+    let text = resolv["stdout"].as_str().unwrap_or("");
+    for line in [
+        "nameserver 10.96.0.10",
+        "search default.svc.cluster.local svc.cluster.local cluster.local",
+        "options ndots:5",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} in {resolv}");
+    }
+    let mut looked_up = Value::Null;
+    let answered = (0..20).any(|_| {
+        looked_up = exec(
+            admin,
+            "client",
+            &["nslookup", "web.default.svc.cluster.local"],
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        looked_up["stdout"]
+            .as_str()
+            .is_some_and(|s| s.contains(&web_cluster_ip))
+    });
+    assert!(answered, "nslookup web: {looked_up}");
+    assert!(
+        looked_up["stdout"].as_str().unwrap().contains("10.96.0.10"),
+        "{looked_up}"
+    );
+    let env = exec(
+        admin,
+        "client",
+        &["sh", "-c", "echo $WEB_SERVICE_HOST:$WEB_SERVICE_PORT_PROBE"],
+    );
+    assert_eq!(env["stdout"], format!("{web_cluster_ip}:80\n"), "{env}");
     let (code, logs) = admin.call_text(Method::GET, &format!("{}/log", pod_path("web")), None);
     assert_eq!(code, 200);
     assert!(logs.contains("serving"), "{logs}");

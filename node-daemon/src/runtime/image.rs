@@ -24,7 +24,7 @@ pub const DEFAULT_BUSYBOX: &str = "/bin/busybox";
 const APPLETS: &[&str] = &[
     "sh", "ash", "cat", "echo", "printf", "sleep", "test", "[", "true", "false", "head", "tail",
     "tr", "wc", "grep", "sed", "awk", "ls", "mkdir", "rm", "touch", "hostname", "env", "id",
-    "kill", "ps", "date", "dd", "seq", "uname", "nc", "wget", "timeout", "yes",
+    "kill", "ps", "date", "dd", "seq", "uname", "nc", "wget", "timeout", "yes", "nslookup",
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -240,6 +240,9 @@ impl NodeDaemon {
             "1",
             "--api",
             &format!("{}:10250", n.address),
+            // The lab has no way out: names outside the cluster are refused at once.
+            "--dns-upstream",
+            "none",
         ]
         .iter()
         .map(|s| s.to_string())
