@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's automation. Every command that needs the toolchain runs
 //! `setup` first, so a fresh machine needs nothing but `cargo xtask <command>`.
 
+mod bench;
 mod cmd;
 mod setup;
 mod test;
@@ -33,6 +34,14 @@ enum Command {
     },
     /// Setup, build, and start what exists of the cluster (see the README).
     Up,
+    /// Setup, then the cluster DNS benchmark (root): dnsperf from a lab pod against a node's
+    /// DNS server, written to docs/benchmarks/dns.md and dns.json.
+    BenchDns {
+        /// Tiny sizes and a debug build, only to keep the benchmark working (CI runs this);
+        /// results go to target/bench/ and docs/ stays untouched.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -62,6 +71,10 @@ fn run() -> anyhow::Result<()> {
         Command::Up => {
             setup::run(&workspace)?;
             up::run(&workspace)
+        }
+        Command::BenchDns { quick } => {
+            setup::run(&workspace)?;
+            bench::dns(quick)
         }
     }
 }
