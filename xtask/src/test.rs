@@ -8,7 +8,7 @@ use std::{
 
 use anyhow::bail;
 
-use crate::{cmd, up};
+use crate::{bench, cmd, up};
 
 pub fn run(cargo_test_args: &[String]) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -29,6 +29,10 @@ pub fn run(cargo_test_args: &[String]) -> anyhow::Result<()> {
     }
     println!("== tests: unit, BPF_PROG_TEST_RUN fixtures, lab");
     let counts = cargo_test(cargo_test_args)?;
+    if cargo_test_args.is_empty() && cmd::is_root() && counts.failed == 0 {
+        println!("== benchmarks, --quick (kept working; nothing asserted about speed)");
+        bench::dns(true)?;
+    }
     println!("== done in {:.0} s", started.elapsed().as_secs_f64());
     // The closing line CI reads.
     println!(

@@ -73,3 +73,28 @@ fn broken_manifests_name_document_line_and_field() {
         assert!(e.message.contains(fragment), "{to:?}: {e}");
     }
 }
+
+#[test]
+fn dns_policy_and_service_links_are_read_and_checked() {
+    let pod = |extra: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: web}}\nspec:\n  {extra}\n  containers: [{{name: c, image: x}}]\n"
+        )
+    };
+    let objects = parse_manifests(&pod("dnsPolicy: Default\n  enableServiceLinks: false")).unwrap();
+    let skiff_api::Object::Pod(p) = &objects[0] else {
+        panic!("not a pod")
+    };
+    assert!(!p.spec.uses_cluster_dns());
+    assert_eq!(p.spec.enable_service_links, Some(false));
+    let objects = parse_manifests(&pod("dnsPolicy: ClusterFirstWithHostNet")).unwrap();
+    let skiff_api::Object::Pod(p) = &objects[0] else {
+        panic!("not a pod")
+    };
+    assert!(p.spec.uses_cluster_dns());
+    let e = parse_manifests(&pod("dnsPolicy: None")).unwrap_err();
+    assert!(
+        e.message.contains("dnsPolicy") && e.message.contains("ClusterFirst"),
+        "{e}"
+    );
+}
