@@ -139,8 +139,7 @@ fn main() -> anyhow::Result<()> {
     // Latency at steady rates: per-query figures need dnsperf -v, whose printing shares
     // dnsperf's core, so the 20k run is repeated without it to show what -v itself costs
     // (dnsperf's own average).
-    // (p50, p99, average) samples per rate, one per run.
-    let mut latency: Vec<(u32, Vec<f64>, Vec<f64>, Vec<f64>)> = Vec::new();
+    let mut latency: Vec<RateSamples> = Vec::new();
     for rate in [LATENCY_RATE / 4, LATENCY_RATE] {
         let (mut p50s, mut p99s, mut averages) = (Vec::new(), Vec::new(), Vec::new());
         for run in 1..=sizes.runs {
@@ -153,7 +152,12 @@ fn main() -> anyhow::Result<()> {
             p99s.push(l.p99);
             averages.push(l.average);
         }
-        latency.push((rate, p50s, p99s, averages));
+        latency.push(RateSamples {
+            rate,
+            p50s,
+            p99s,
+            averages,
+        });
     }
     let quiet = dnsperf(
         &netns,
@@ -189,7 +193,13 @@ fn main() -> anyhow::Result<()> {
             "max": max, "samples": samples})
     };
     let mut runs = vec![run("queries_per_second", "queries/s", &qps)];
-    for (rate, p50s, p99s, averages) in &latency {
+    for RateSamples {
+        rate,
+        p50s,
+        p99s,
+        averages,
+    } in &latency
+    {
         let k = rate / 1000;
         runs.push(run(&format!("latency_p50_at_{k}k_qps"), "us", p50s));
         runs.push(run(&format!("latency_p99_at_{k}k_qps"), "us", p99s));
@@ -210,7 +220,7 @@ fn main() -> anyhow::Result<()> {
         let (median, min, max) = stats(samples);
         format!("{median:.0} us (min {min:.0}, max {max:.0})")
     };
-    let (_, p99, _) = stats(&latency[1].2);
+    let (p99, _, _) = stats(&latency[1].p99s);
     let mut report = format!(
         "# Cluster DNS: queries per second on one core\n\n\
          Measured {date} on {machine} by `cargo xtask bench-dns`{quick_note}.\n\n\
@@ -229,11 +239,17 @@ fn main() -> anyhow::Result<()> {
         seconds = sizes.seconds,
         qps_ratio = median / 20_000.0,
         qps_verdict = verdict(median >= 20_000.0),
-        p99_20k = spread(&latency[1].2),
+        p99_20k = spread(&latency[1].p99s),
         lat_ratio = p99 / 1_000.0,
         lat_verdict = verdict(p99 < 1_000.0),
     );
-    for (rate, p50s, p99s, averages) in &latency {
+    for RateSamples {
+        rate,
+        p50s,
+        p99s,
+        averages,
+    } in &latency
+    {
         report.push_str(&format!(
             "| p50 / p99 / average at {rate} queries/s | {} / {} / {} | | |\n",
             spread(p50s),
@@ -253,6 +269,14 @@ fn main() -> anyhow::Result<()> {
     std::fs::write(out_dir.join("dns.md"), report)?;
     println!("bench-dns: wrote {}", out_dir.join("dns.md").display());
     Ok(())
+}
+
+/// Latency figures of the runs at one rate, one sample per run (microseconds).
+struct RateSamples {
+    rate: u32,
+    p50s: Vec<f64>,
+    p99s: Vec<f64>,
+    averages: Vec<f64>,
 }
 
 struct Latency {
