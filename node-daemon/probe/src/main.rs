@@ -8,6 +8,7 @@
 //! Built statically by `cargo xtask build`, so one binary runs in any pod's mount namespace.
 
 mod bench;
+mod resolve;
 mod serve;
 mod wire;
 
@@ -29,7 +30,8 @@ use crate::wire::Exchange;
 #[command(
     version,
     about = "Skiff's test, demo and benchmark workload: serve, connect and load probes",
-    after_help = "Targets are IP:PORT; names are not resolved (the binary is static).\n\
+    after_help = "Targets are IP:PORT or NAME:PORT; names resolve through the nameservers\n\
+                  and search list of /etc/resolv.conf (A records; the binary is static).\n\
                   Run `skiff-probe help <command>` for each command's examples."
 )]
 struct Cli {
@@ -45,6 +47,7 @@ enum Command {
     #[command(after_help = "Examples:\n  \
         skiff-probe serve --tcp 8080 --udp 8080 --http 80 --name web-1\n  \
         POD_NAME=web-1 skiff-probe serve --bind 127.0.0.1 --tcp 9000\n\n\
+        skiff-probe serve --http 8080 --upstream api:8080 --cpu-per-request 5ms\n\n\
         Prints \"serving\" once every port listens. TCP also sinks `load --mode stream` data\n\
         and HTTP reads request bodies, so any serve is a benchmark server.")]
     Serve {
@@ -63,6 +66,15 @@ enum Command {
         /// Address to bind.
         #[arg(long, default_value = "0.0.0.0")]
         bind: std::net::IpAddr,
+        /// HTTP: spin the CPU this long per request (load for an autoscaler): milliseconds,
+        /// or with a unit (20ms, 1s).
+        #[arg(long = "cpu-per-request", value_name = "DURATION", value_parser = parse_timeout,
+              default_value = "0")]
+        cpu_per_request: Duration,
+        /// HTTP: ask this HOST:PORT (an HTTP tier; names resolve through /etc/resolv.conf)
+        /// before answering, and answer "NAME CLIENT -> ITS ANSWER", or 502 if it fails.
+        #[arg(long, value_name = "HOST:PORT")]
+        upstream: Option<String>,
     },
     /// Connect once to IP:PORT and print the result as one JSON line: ok, proto, target,
     /// local, peer, answer, pod and client (the server's name and the address it saw us as),
@@ -222,9 +234,15 @@ fn main() -> ExitCode {
             http,
             name,
             bind,
+            cpu_per_request,
+            upstream,
         } => {
             exit_on_termination();
-            serve::serve(tcp, udp, http, name, bind).map(|()| ExitCode::SUCCESS)
+            let work = serve::HttpWork {
+                cpu: cpu_per_request,
+                upstream,
+            };
+            serve::serve(tcp, udp, http, name, bind, work).map(|()| ExitCode::SUCCESS)
         }
         Command::Connect {
             target,

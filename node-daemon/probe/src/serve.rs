@@ -1,15 +1,29 @@
-//! `skiff-probe serve`: every answer is "NAME CLIENT_IP:CLIENT_PORT".
+//! `skiff-probe serve`: every answer is "NAME CLIENT_IP:CLIENT_PORT". As an HTTP tier of the
+//! demo application it can also burn CPU per request (work for an autoscaler to see) and ask
+//! an upstream tier before answering, appending that tier's answer: "NAME CLIENT -> UPSTREAM'S
+//! ANSWER".
 
 use std::{
     io::{BufRead, BufReader, Read as _, Write as _},
     net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    sync::Arc,
     thread,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context as _};
 
 use crate::wire;
+
+/// What an HTTP request does besides answering.
+#[derive(Clone, Debug, Default)]
+pub struct HttpWork {
+    /// Spin the CPU this long per request.
+    pub cpu: Duration,
+    /// `HOST:PORT` of an HTTP tier to ask first (resolved per request, so a recreated Service
+    /// is followed); its failure is answered with 502.
+    pub upstream: Option<String>,
+}
 
 pub fn serve(
     tcp: Vec<u16>,
@@ -17,6 +31,7 @@ pub fn serve(
     http: Vec<u16>,
     name: Option<String>,
     bind: IpAddr,
+    work: HttpWork,
 ) -> anyhow::Result<()> {
     if tcp.is_empty() && udp.is_empty() && http.is_empty() {
         bail!("nothing to serve: give at least one --tcp, --udp or --http port");
@@ -28,15 +43,21 @@ pub fn serve(
             TcpListener::bind((bind, port)).with_context(|| format!("binding tcp {port}"))?;
         let name = name.clone();
         workers.push(thread::spawn(move || {
-            accept_loop(listener, name, answer_tcp)
+            accept_loop(listener, move |stream, client| {
+                answer_tcp(stream, &name, client)
+            })
         }));
     }
+    let work = Arc::new(work);
     for port in http {
         let listener =
             TcpListener::bind((bind, port)).with_context(|| format!("binding http {port}"))?;
         let name = name.clone();
+        let work = Arc::clone(&work);
         workers.push(thread::spawn(move || {
-            accept_loop(listener, name, answer_http)
+            accept_loop(listener, move |stream, client| {
+                answer_http(stream, &name, client, &work)
+            })
         }));
     }
     for port in udp {
@@ -66,13 +87,16 @@ fn default_name() -> String {
         .unwrap_or_else(|| "skiff-probe".to_string())
 }
 
-fn accept_loop(listener: TcpListener, name: String, answer: fn(TcpStream, &str, SocketAddr)) {
+fn accept_loop<F>(listener: TcpListener, answer: F)
+where
+    F: Fn(TcpStream, SocketAddr) + Clone + Send + 'static,
+{
     for stream in listener.incoming().flatten() {
         let Ok(client) = stream.peer_addr() else {
             continue;
         };
-        let name = name.clone();
-        thread::spawn(move || answer(stream, &name, client));
+        let answer = answer.clone();
+        thread::spawn(move || answer(stream, client));
     }
 }
 
@@ -117,13 +141,12 @@ fn answer_tcp(mut stream: TcpStream, name: &str, client: SocketAddr) {
 /// Answers 200 with "NAME CLIENT" as the body. Closes after the answer unless the client asked
 /// for keep-alive, as plain `bash /dev/tcp` readers of the answer rely on. A request body
 /// (`load --proto http --mode stream` uploads) is read and discarded.
-fn answer_http(mut stream: TcpStream, name: &str, client: SocketAddr) {
+fn answer_http(mut stream: TcpStream, name: &str, client: SocketAddr, work: &HttpWork) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let Ok(reader) = stream.try_clone() else {
         return;
     };
     let mut reader = BufReader::new(reader);
-    let body = format!("{name} {client}\n");
     loop {
         let Ok(Some(head)) = wire::read_http_head(&mut reader) else {
             return;
@@ -138,12 +161,39 @@ fn answer_http(mut stream: TcpStream, name: &str, client: SocketAddr) {
         } else {
             "close"
         };
+        burn_cpu(work.cpu);
+        let (status, body) = match &work.upstream {
+            None => ("200 OK", format!("{name} {client}\n")),
+            Some(upstream) => match ask_upstream(upstream) {
+                Ok(answer) => ("200 OK", format!("{name} {client} -> {answer}\n")),
+                Err(e) => (
+                    "502 Bad Gateway",
+                    format!("{name} {client} -> {upstream}: {e:#}\n"),
+                ),
+            },
+        };
         let response = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n{body}",
+            "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n{body}",
             body.len()
         );
         if stream.write_all(response.as_bytes()).is_err() || !head.keep_alive {
             return;
+        }
+    }
+}
+
+fn ask_upstream(upstream: &str) -> anyhow::Result<String> {
+    let addr = crate::resolve::target(upstream, Duration::from_secs(1))?;
+    Ok(wire::http_once(addr, Duration::from_secs(2))?.answer)
+}
+
+/// Real CPU time, not sleep: the autoscaler measures the pod's cgroup CPU usage.
+fn burn_cpu(duration: Duration) {
+    let started = Instant::now();
+    let mut x: u64 = 1;
+    while started.elapsed() < duration {
+        for _ in 0..1000 {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
         }
     }
 }

@@ -17,18 +17,17 @@ pub const MAX_LINE: u64 = 64 * 1024;
 /// Largest UDP payload over IPv4.
 pub const MAX_DATAGRAM: usize = 65507;
 
-/// Targets are IP:PORT only: resolving names would need NSS, which a static glibc binary
-/// cannot load in a pod's mount namespace.
+/// A target as IP:PORT or NAME:PORT (resolved once, here: see [`crate::resolve`]).
 pub fn parse_addr(target: &str) -> anyhow::Result<SocketAddr> {
-    target.parse().map_err(|_| {
-        anyhow::anyhow!("{target:?}: expected IP:PORT, e.g. 10.96.0.10:80 or [fd00::1]:80")
-    })
+    crate::resolve::target(target, Duration::from_secs(1))
 }
 
-/// One answer split into (server name, client address the server saw).
+/// One answer split into (server name, client address the server saw). An answer relayed
+/// through upstreams ("front-1 10.0.0.1:4000 -> api-2 10.0.0.2:5000") is the first hop's.
 pub fn split_answer(answer: &str) -> Option<(&str, SocketAddr)> {
-    let (name, client) = answer.rsplit_once(' ')?;
-    Some((name, client.parse().ok()?))
+    let mut words = answer.split(' ');
+    let name = words.next()?;
+    Some((name, words.next()?.parse().ok()?))
 }
 
 pub struct Exchange {

@@ -39,9 +39,13 @@ struct Server {
 
 impl Server {
     fn start(name: Option<&str>, pod_name_env: Option<&str>) -> Server {
+        Self::start_with(name, pod_name_env, &[])
+    }
+
+    fn start_with(name: Option<&str>, pod_name_env: Option<&str>, extra: &[&str]) -> Server {
         let (tcp, udp, http) = (free_port(false), free_port(true), free_port(false));
         let mut command = probe();
-        command.args(["serve", "--bind", "127.0.0.1"]);
+        command.args(["serve", "--bind", "127.0.0.1"]).args(extra);
         command.args(["--tcp", &tcp.to_string(), "--udp", &udp.to_string()]);
         command.args(["--http", &http.to_string()]);
         if let Some(name) = name {
@@ -104,6 +108,31 @@ fn connect(port: u16, proto: &str) -> (Value, bool) {
 }
 
 #[test]
+fn an_http_tier_relays_its_upstreams_answer_and_fails_with_it() {
+    let data = Server::start(Some("data-1"), None);
+    let upstream = format!("localhost:{}", data.http);
+    let api = Server::start_with(
+        Some("api-1"),
+        None,
+        &["--upstream", &upstream, "--cpu-per-request", "5ms"],
+    );
+    let (result, ok) = connect(api.http, "http");
+    assert!(ok, "{result}");
+    let answer = result["answer"].as_str().unwrap();
+    let (first, relayed) = answer.split_once(" -> ").expect("a relayed answer");
+    assert!(first.starts_with("api-1 127.0.0.1:"), "{answer}");
+    assert!(relayed.starts_with("data-1 127.0.0.1:"), "{answer}");
+    assert_eq!(result["pod"], "api-1", "the first hop names the pod");
+    drop(data);
+    let (result, ok) = connect(api.http, "http");
+    assert!(!ok);
+    assert!(
+        result["error"].as_str().unwrap().contains("502"),
+        "{result}"
+    );
+}
+
+#[test]
 fn connect_reports_the_pod_name_and_the_client_address_the_server_saw() {
     let server = Server::start(Some("web-1"), Some("not-this"));
     for proto in ["tcp", "udp", "http"] {
@@ -140,12 +169,12 @@ fn connect_to_a_closed_port_fails_with_json() {
         result["error"].as_str().unwrap().contains("refused"),
         "{result}"
     );
-    // Names are never resolved: the static binary has no NSS.
-    let output = probe().args(["connect", "localhost:80"]).output().unwrap();
+    // A target without a port is refused before any name is looked up.
+    let output = probe().args(["connect", "api"]).output().unwrap();
     let (result, ok) = json(output);
     assert!(!ok);
     assert!(
-        result["error"].as_str().unwrap().contains("IP:PORT"),
+        result["error"].as_str().unwrap().contains("NAME:PORT"),
         "{result}"
     );
 }
