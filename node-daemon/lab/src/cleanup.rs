@@ -57,6 +57,32 @@ pub fn sweep_stale() {
     }
 }
 
+/// Removes everything of the lab `id`: processes and cgroups first (a namespace whose
+/// processes still run would outlive its name), then namespaces and the bpffs folder.
+pub fn remove_lab_parts(id: &str) {
+    let prefix = format!("{id}-");
+    if let Ok(cgroup2) = sys::cgroup2_mount() {
+        let relative = Path::new(NAME_PREFIX).join(id);
+        remove_cgroup(&cgroup2.join(&relative));
+        for mirror in v1_mirrors(&cgroup2, &relative) {
+            remove_cgroup(&mirror);
+        }
+    }
+    for entry in std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&prefix) {
+            let _ = sys::ip(&["netns", "del", &name]);
+        }
+    }
+    if let Ok(bpffs) = sys::bpffs_mount() {
+        remove_bpffs_dir(&bpffs.join(id));
+    }
+}
+
 /// The same path in each cgroup v1 hierarchy of a hybrid host, where Docker (cgroup v1
 /// driver) mirrors the cgroup parents it is given.
 pub fn v1_mirrors(cgroup2: &Path, relative: &Path) -> Vec<PathBuf> {

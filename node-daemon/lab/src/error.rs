@@ -18,6 +18,10 @@ pub enum LabError {
     },
     #[error("no {0} mount in /proc/mounts")]
     NoMount(&'static str),
+    #[error("lab name {0:?}: expected a non-empty name that does not start with a digit")]
+    BadName(String),
+    #[error("a lab named {0} already exists; remove it first (cargo xtask down)")]
+    Exists(String),
     #[error("too many {0} in one lab")]
     TooMany(&'static str),
     #[error("pod address {0} is taken or outside the node's .2-.254")]

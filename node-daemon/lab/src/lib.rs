@@ -15,6 +15,10 @@
 //! never collide. Everything is removed on drop, also when the test panics, and a new lab
 //! first sweeps what crashed runs (whose process is gone) left behind.
 //!
+//! A *named* lab ([`Lab::named`], `skiff-lab-NAME`) is for a cluster that outlives the process
+//! that made it (`cargo xtask up`): forgetting it (`std::mem::forget`) leaves it running, the sweep never touches
+//! it, and [`remove_named`] takes it down.
+//!
 //! Code runs inside a namespace through [`Netns::run`] (a thread that `setns`es) or
 //! [`Lab::spawn_in_pod`] (a child process that joins the pod's netns and cgroup before exec),
 //! never `ip netns exec`, which would hide the host's /sys and bpffs.
@@ -119,11 +123,41 @@ impl Lab {
             return Err(LabError::NotPrivileged);
         }
         cleanup::sweep_stale();
-        let id = format!(
+        Self::create(format!(
             "{NAME_PREFIX}-{}-{}",
             std::process::id(),
             LAB_SEQUENCE.fetch_add(1, Ordering::Relaxed)
-        );
+        ))
+    }
+
+    /// Creates the lab `skiff-lab-NAME`, meant to be forgotten (`std::mem::forget`) and to
+    /// outlive this process. `NAME` must not start with a digit (that would read as a crashed test's
+    /// lab, which the sweep removes). Fails if a lab of that name exists.
+    pub fn named(name: &str) -> Result<Lab> {
+        if !sys::is_root() {
+            return Err(LabError::NotPrivileged);
+        }
+        if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
+            return Err(LabError::BadName(name.to_string()));
+        }
+        let id = format!("{NAME_PREFIX}-{name}");
+        if named_exists(name) {
+            return Err(LabError::Exists(id));
+        }
+        Self::create(id)
+    }
+
+    /// Starts `command` in the machine's own network namespace, inside the lab's cgroup (so
+    /// removing the lab stops it): for processes that bridge the host's loopback into the lab.
+    pub fn spawn_on_host(&mut self, name: &str, command: Command) -> Result<&mut Child> {
+        let cgroup = self.cgroup.join(format!("host-{name}"));
+        std::fs::create_dir_all(&cgroup).map_err(LabError::io(&cgroup))?;
+        let child = sys::spawn_in(command, Path::new("/proc/self/ns/net"), Some(&cgroup))?;
+        self.children.push(child);
+        Ok(self.children.last_mut().expect("just pushed"))
+    }
+
+    fn create(id: String) -> Result<Lab> {
         let cgroup = sys::cgroup2_mount()?.join(NAME_PREFIX).join(&id);
         let bpffs = sys::bpffs_mount()?.join(&id);
         // From here on, Drop removes whatever was made, even if a later step fails.
@@ -267,6 +301,14 @@ impl Lab {
     ) -> Result<std::process::Output> {
         let external = &self.externals[id.0];
         sys::output_in(command, external.netns.path(), Some(&external.cgroup))
+    }
+
+    /// Starts `command` on the external machine; killed on drop if still running.
+    pub fn spawn_in_external(&mut self, id: ExternalId, command: Command) -> Result<&mut Child> {
+        let external = &self.externals[id.0];
+        let child = sys::spawn_in(command, external.netns.path(), Some(&external.cgroup))?;
+        self.children.push(child);
+        Ok(self.children.last_mut().expect("just pushed"))
     }
 
     /// Runs `command` to completion as one of the node's own processes (its namespace and
@@ -453,6 +495,34 @@ impl Drop for Lab {
         }
         cleanup::remove_bpffs_dir(&self.bpffs);
     }
+}
+
+/// Whether the named lab `skiff-lab-NAME` exists (any of its namespaces or its cgroup).
+pub fn named_exists(name: &str) -> bool {
+    let prefix = format!("{NAME_PREFIX}-{name}-");
+    let netns = std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with(&prefix));
+    let cgroup = sys::cgroup2_mount().is_ok_and(|c| {
+        c.join(NAME_PREFIX)
+            .join(format!("{NAME_PREFIX}-{name}"))
+            .exists()
+    });
+    netns || cgroup
+}
+
+/// Removes the named lab `skiff-lab-NAME`: kills every process in its cgroup subtree, then
+/// deletes its namespaces, cgroups and bpffs folder. Removing a lab that does not exist is
+/// not an error.
+pub fn remove_named(name: &str) -> Result<()> {
+    if !sys::is_root() {
+        return Err(LabError::NotPrivileged);
+    }
+    let id = format!("{NAME_PREFIX}-{name}");
+    cleanup::remove_lab_parts(&id);
+    Ok(())
 }
 
 /// Path of the `skiff-probe` binary built beside the running test binary

@@ -109,6 +109,7 @@ enum Command {
     /// throughput_mbit_s}. Exits 0 only without failures.
     #[command(after_help = "Examples:\n  \
         skiff-probe load 10.96.0.10:80 --interval-ms 20 < /dev/null\n  \
+        skiff-probe load front:80 --proto http --for 30s\n  \
         skiff-probe load 10.96.0.10:80 --mode crr --duration 5s --concurrency 4\n  \
         skiff-probe load 10.96.0.10:80 --proto http --mode rr --duration 10s\n  \
         skiff-probe load 10.96.0.10:80 --mode stream --size 131072\n\n\
@@ -137,6 +138,11 @@ enum Command {
         /// Without --mode: pause between attempts.
         #[arg(long, default_value_t = 20, conflicts_with = "mode")]
         interval_ms: u64,
+        /// Without --mode: stop after this long even if stdin stays open (a pod's stdin is
+        /// empty, so a load run as a pod needs it): seconds, or with a unit.
+        #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration,
+              conflicts_with = "mode")]
+        stop_after: Option<Duration>,
         /// Per exchange: milliseconds, or with a unit (1s, 500ms).
         #[arg(long = "timeout-ms", visible_alias = "timeout", value_name = "TIMEOUT",
               value_parser = parse_timeout, default_value = "1000")]
@@ -267,6 +273,7 @@ fn main() -> ExitCode {
             concurrency,
             size,
             interval_ms: _,
+            stop_after: _,
             timeout,
         } => wire::parse_addr(&target).and_then(|addr| {
             bench::Bench {
@@ -286,9 +293,16 @@ fn main() -> ExitCode {
             proto,
             mode: None,
             interval_ms,
+            stop_after,
             timeout,
             ..
-        } => load(&target, proto, Duration::from_millis(interval_ms), timeout),
+        } => load(
+            &target,
+            proto,
+            Duration::from_millis(interval_ms),
+            timeout,
+            stop_after,
+        ),
     };
     result.unwrap_or_else(|e| {
         eprintln!("skiff-probe: {e:#}");
@@ -444,15 +458,28 @@ fn load(
     proto: Proto,
     interval: Duration,
     timeout: Duration,
+    stop_after: Option<Duration>,
 ) -> anyhow::Result<ExitCode> {
     let addr = wire::parse_addr(target)?;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stdin_stop = std::sync::Arc::clone(&stop);
-    thread::spawn(move || {
-        let mut sink = Vec::new();
-        let _ = std::io::stdin().read_to_end(&mut sink);
-        stdin_stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    });
+    match stop_after {
+        Some(duration) => {
+            let deadline = Instant::now() + duration;
+            let timer_stop = std::sync::Arc::clone(&stop);
+            thread::spawn(move || {
+                thread::sleep(deadline.saturating_duration_since(Instant::now()));
+                timer_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            });
+        }
+        None => {
+            let stdin_stop = std::sync::Arc::clone(&stop);
+            thread::spawn(move || {
+                let mut sink = Vec::new();
+                let _ = std::io::stdin().read_to_end(&mut sink);
+                stdin_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            });
+        }
+    }
     let mut summary = LoadSummary {
         attempts: 0,
         failures: 0,
