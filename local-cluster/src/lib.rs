@@ -13,6 +13,7 @@
 mod api;
 mod error;
 pub mod forward;
+pub mod up;
 
 use std::{
     net::Ipv4Addr,
@@ -33,12 +34,13 @@ pub const API_PORT: u16 = 6443;
 /// The port node daemons serve their own API on (logs, exec, metrics).
 pub const NODE_API_PORT: u16 = 10250;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Runtime {
     Embedded,
-    /// One Docker engine per node, by its socket (an engine shared between nodes would show
-    /// each daemon the others' containers).
-    Docker(Vec<PathBuf>),
+    /// One Docker engine (containerd and dockerd) per node, started by the cluster on that
+    /// node, with all its state in the node's folder. One engine shared between nodes would
+    /// show each daemon the others' containers.
+    Docker,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,7 +59,8 @@ pub struct Binaries {
     pub probe: PathBuf,
     /// The statically linked probe, for the Docker image.
     pub static_probe: PathBuf,
-    pub forward: PathBuf,
+    /// `skiff-local`, whose `forward` bridges the host's loopback into the lab.
+    pub local: PathBuf,
 }
 
 impl Binaries {
@@ -71,14 +74,14 @@ impl Binaries {
             cli: dir.join("skiff"),
             probe: dir.join("skiff-probe"),
             static_probe: target.join("static/x86_64-unknown-linux-gnu/release/skiff-probe"),
-            forward: dir.join("skiff-forward"),
+            local: dir.join("skiff-local"),
         };
         for path in [
             &binaries.control,
             &binaries.node,
             &binaries.cli,
             &binaries.probe,
-            &binaries.forward,
+            &binaries.local,
         ] {
             if !path.is_file() {
                 return Err(ClusterError::MissingBinary(path.display().to_string()));
@@ -194,6 +197,7 @@ pub struct Cluster {
     pub control_node: NodeId,
     pub control: Process,
     pub etcd: Option<Process>,
+    pub docker: Vec<DockerEngine>,
     pub nodes: Vec<ClusterNode>,
     /// A machine outside the cluster on the lab bridge.
     pub external: ExternalId,
@@ -279,17 +283,23 @@ impl Cluster {
                     "spec": {"podCIDR": format!("{}/24", node.pod_cidr)}}),
             )?;
         }
-        if let Runtime::Docker(sockets) = &options.runtime {
-            if sockets.len() != options.nodes {
-                return Err(ClusterError::Config(format!(
-                    "runtime docker: {} engine sockets for {} nodes; expected one per node",
-                    sockets.len(),
-                    options.nodes
+        let mut engines = Vec::new();
+        if options.runtime == Runtime::Docker {
+            let missing = skiff_lab::missing_docker_binaries();
+            if !missing.is_empty() {
+                return Err(ClusterError::MissingBinary(format!(
+                    "{missing:?} (the docker runtime needs them; `cargo xtask setup` installs them)"
                 )));
             }
-            progress("building the skiff-probe image in each node's Docker engine");
-            for socket in sockets {
-                build_probe_image(&options.binaries, socket)?;
+            for &id in &node_ids {
+                let name = lab.node(id).name.clone();
+                progress(&format!(
+                    "starting a Docker engine on {name} and building the skiff-probe image"
+                ));
+                let engine =
+                    start_docker_engine(&mut lab, id, &state.join(format!("docker-{name}")))?;
+                build_probe_image(&options.binaries, &engine.socket)?;
+                engines.push(engine);
             }
         }
 
@@ -297,7 +307,8 @@ impl Cluster {
         for (i, &id) in node_ids.iter().enumerate() {
             let name = lab.node(id).name.clone();
             progress(&format!("starting skiff-node on {name}"));
-            let args = daemon_args(&options, &lab, id, i, &node_conf);
+            let socket = engines.get(i).map(|e: &DockerEngine| e.socket.as_path());
+            let args = daemon_args(&options, &lab, id, socket, &node_conf);
             let daemon = start_daemon(&mut lab, id, &name, &options, &args)?;
             nodes.push(ClusterNode {
                 name,
@@ -312,6 +323,7 @@ impl Cluster {
             control_node,
             control,
             etcd,
+            docker: engines,
             nodes,
             external,
             admin,
@@ -489,11 +501,10 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        // The lab's own drop kills every process; the pods' network namespaces, bind-mounted
-        // into the nodes' state folders, would then keep their mounts.
-        for node in &self.nodes {
-            node.daemon.kill();
-        }
+        // Everything stops at once, so no daemon or engine mounts anything again; then the
+        // mounts they leave in the state folder (pods' network namespace files, container
+        // root filesystems) go before the lab and the folder are removed.
+        self.lab.kill_processes();
         unmount_below(&self.options.state_dir);
     }
 }
@@ -557,7 +568,7 @@ fn daemon_args(
     options: &Options,
     lab: &Lab,
     id: NodeId,
-    index: usize,
+    docker_socket: Option<&Path>,
     node_conf: &Path,
 ) -> Vec<String> {
     let node = lab.node(id);
@@ -567,7 +578,7 @@ fn daemon_args(
         "--runtime".into(),
         match options.runtime {
             Runtime::Embedded => "embedded".into(),
-            Runtime::Docker(_) => "docker".into(),
+            Runtime::Docker => "docker".into(),
         },
         "--state-dir".into(),
         state.display().to_string(),
@@ -593,11 +604,8 @@ fn daemon_args(
         "--dns-upstream".into(),
         "none".into(),
     ];
-    if let Runtime::Docker(sockets) = &options.runtime {
-        args.extend([
-            "--docker-socket".into(),
-            sockets[index].display().to_string(),
-        ]);
+    if let Some(socket) = docker_socket {
+        args.extend(["--docker-socket".into(), socket.display().to_string()]);
     }
     args
 }
@@ -711,6 +719,47 @@ fn start_etcd(lab: &mut Lab, node: NodeId, state: &Path) -> Result<Process> {
     Ok(etcd)
 }
 
+/// A node's Docker engine: its two processes, run in the node's namespace and cgroup so that
+/// removing the lab stops them with everything they started.
+#[derive(Debug)]
+pub struct DockerEngine {
+    pub containerd: Process,
+    pub dockerd: Process,
+    pub socket: PathBuf,
+}
+
+fn start_docker_engine(lab: &mut Lab, node: NodeId, dir: &Path) -> Result<DockerEngine> {
+    let commands = skiff_lab::EngineCommands::new(dir).map_err(ClusterError::io(dir))?;
+    let mut start = |name: &str, mut command: Command, log: &str| -> Result<Process> {
+        use std::os::unix::process::CommandExt as _;
+        command.process_group(0);
+        let pid = lab.spawn_on_node(node, command)?.id();
+        Ok(Process {
+            name: name.to_string(),
+            pid,
+            log: dir.join(log),
+        })
+    };
+    let containerd = start("containerd", commands.containerd, "containerd.log")?;
+    let dockerd = start("dockerd", commands.dockerd, "dockerd.log")?;
+    let socket = commands.socket;
+    wait_for(
+        Duration::from_secs(30),
+        "dockerd to listen",
+        &dockerd,
+        || {
+            std::os::unix::net::UnixStream::connect(&socket)
+                .ok()
+                .map(drop)
+        },
+    )?;
+    Ok(DockerEngine {
+        containerd,
+        dockerd,
+        socket,
+    })
+}
+
 fn build_probe_image(binaries: &Binaries, socket: &Path) -> Result<()> {
     if !binaries.static_probe.is_file() {
         return Err(ClusterError::MissingBinary(format!(
@@ -737,7 +786,7 @@ fn build_probe_image(binaries: &Binaries, socket: &Path) -> Result<()> {
 
 /// Polls `check` every 100 ms until it gives a value; fails early, with its log, if
 /// `process` exits meanwhile.
-fn wait_for<T>(
+pub(crate) fn wait_for<T>(
     timeout: Duration,
     what: &str,
     process: &Process,

@@ -32,8 +32,24 @@ enum Command {
         #[arg(trailing_var_arg = true)]
         cargo_test_args: Vec<String>,
     },
-    /// Setup, build, and start what exists of the cluster (see the README).
-    Up,
+    /// Setup, build, then start a local multi-node cluster inside lab network namespaces,
+    /// deploy the demo application (examples/demo) and print what to try next (root).
+    /// Replaces a cluster an earlier `up` left; `cargo xtask down` removes it.
+    Up {
+        /// Worker nodes (the control plane has a node of its own).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=20))]
+        nodes: u8,
+        /// How node daemons run pods: embedded (namespaces and cgroups) or docker (an engine
+        /// per node).
+        #[arg(long, default_value = "embedded", value_parser = ["embedded", "docker"])]
+        runtime: String,
+        /// The control plane's store: embedded or etcd.
+        #[arg(long, default_value = "embedded", value_parser = ["embedded", "etcd"])]
+        store: String,
+    },
+    /// Remove everything `cargo xtask up` made: processes, namespaces, cgroups, eBPF pins,
+    /// the state folder and the skiff config it wrote.
+    Down,
     /// Setup, then the cluster DNS benchmark (root): dnsperf from a lab pod against a node's
     /// DNS server, written to docs/benchmarks/dns.md and dns.json.
     BenchDns {
@@ -68,10 +84,22 @@ fn run() -> anyhow::Result<()> {
             setup::run(&workspace)?;
             test::run(&cargo_test_args)
         }
-        Command::Up => {
+        Command::Up {
+            nodes,
+            runtime,
+            store,
+        } => {
             setup::run(&workspace)?;
-            up::run(&workspace)
+            up::up(
+                &workspace,
+                &up::UpArgs {
+                    nodes,
+                    runtime,
+                    store,
+                },
+            )
         }
+        Command::Down => up::down(),
         Command::BenchDns { quick } => {
             setup::run(&workspace)?;
             bench::dns(quick)

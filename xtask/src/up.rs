@@ -1,6 +1,5 @@
-//! `cargo xtask up`: today it builds everything and starts what exists, the node daemon's
-//! data plane, to prove this machine can run it. The multi-node cluster with the demo
-//! application replaces this when the control plane and node agent exist.
+//! `cargo xtask build`, `up` and `down`: the build of every binary, and the local cluster
+//! (`skiff-local`, in local-cluster/) started from it.
 
 use std::{
     path::{Path, PathBuf},
@@ -49,19 +48,81 @@ pub fn build_static_probe() -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn run(workspace: &Path) -> anyhow::Result<()> {
-    build()?;
-    let node = workspace.join("target/debug/skiff-node");
-    println!("== starting the node daemon's data plane on this kernel");
-    cmd::run(Command::new(&node).arg("check"))?;
-    println!(
-        "\nWhat works today:\n  \
-         {node} run --help      run the data plane on a node (inside its network namespace)\n  \
-         docs/services.md       how services are load-balanced, and how to inspect a node\n  \
-         docs/network-policy.md NetworkPolicy semantics, skiff observe, skiff policy explain\n  \
-         cargo xtask test       the whole suite, including real traffic in an isolated lab\n\
-         The local multi-node cluster and demo app arrive with the control-plane and node issues.",
-        node = node.display()
-    );
+/// `cargo xtask up` options, passed through to `skiff-local up`.
+pub struct UpArgs {
+    pub nodes: u8,
+    pub runtime: String,
+    pub store: String,
+}
+
+fn require_root(what: &str) -> anyhow::Result<()> {
+    if !cmd::is_root() {
+        anyhow::bail!(
+            "cargo xtask {what} needs root: it makes network namespaces, cgroups and eBPF \
+             programs. Run it as root, e.g. `sudo env PATH=\"$PATH\" cargo xtask {what}`"
+        );
+    }
     Ok(())
+}
+
+/// The state folder of the `up` cluster: logs, data, configs.
+fn state_dir() -> PathBuf {
+    profile_dir()
+        .parent()
+        .expect("target/debug")
+        .join("skiff-up")
+}
+
+fn profile_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| cmd::workspace_root().join("target"), PathBuf::from)
+        .join("debug")
+}
+
+/// Where `skiff` finds its config without --config.
+fn user_config() -> Option<PathBuf> {
+    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config/skiff/config"))
+}
+
+fn skiff_local() -> Command {
+    Command::new(profile_dir().join("skiff-local"))
+}
+
+pub fn up(workspace: &Path, args: &UpArgs) -> anyhow::Result<()> {
+    require_root("up")?;
+    println!("== build");
+    build()?;
+    println!(
+        "== starting a {}-node cluster ({} runtime, {} store) in lab namespaces",
+        args.nodes, args.runtime, args.store
+    );
+    let mut command = skiff_local();
+    command
+        .arg("up")
+        .args(["--nodes", &args.nodes.to_string()])
+        .args(["--runtime", &args.runtime, "--store", &args.store])
+        .arg("--state-dir")
+        .arg(state_dir())
+        .arg("--demo-dir")
+        .arg(workspace.join("examples/demo"));
+    if let Some(config) = user_config() {
+        command.arg("--user-config").arg(config);
+    }
+    cmd::run(&mut command)
+}
+
+pub fn down() -> anyhow::Result<()> {
+    require_root("down")?;
+    let local = profile_dir().join("skiff-local");
+    if !local.is_file() {
+        // Nothing was ever built here, so no `up` can have run.
+        println!("no cluster: {} was never built", local.display());
+        return Ok(());
+    }
+    let mut command = skiff_local();
+    command.arg("down").arg("--state-dir").arg(state_dir());
+    if let Some(config) = user_config() {
+        command.arg("--user-config").arg(config);
+    }
+    cmd::run(&mut command)
 }

@@ -63,6 +63,7 @@ pub fn remove_lab_parts(id: &str) {
     let prefix = format!("{id}-");
     if let Ok(cgroup2) = sys::cgroup2_mount() {
         let relative = Path::new(NAME_PREFIX).join(id);
+        kill_subtree(&cgroup2.join(&relative));
         remove_cgroup(&cgroup2.join(&relative));
         for mirror in v1_mirrors(&cgroup2, &relative) {
             remove_cgroup(&mirror);
@@ -98,6 +99,36 @@ pub fn v1_mirrors(cgroup2: &Path, relative: &Path) -> Vec<PathBuf> {
         .map(|h| h.join(relative))
         .filter(|dir| dir.is_dir())
         .collect()
+}
+
+/// Kills every process of a cgroup subtree and waits (up to 5 s) until none is left.
+pub fn kill_subtree(dir: &Path) {
+    // cgroup.kill (Linux 5.14+) takes the whole subtree at once; without it, each cgroup's
+    // processes are killed one by one.
+    if std::fs::write(dir.join("cgroup.kill"), "1").is_err() {
+        for pid in subtree_pids(dir) {
+            // SAFETY: plain kill(2) of a process in the lab's own cgroup.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !subtree_pids(dir).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn subtree_pids(dir: &Path) -> Vec<i32> {
+    let mut pids: Vec<i32> = std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            pids.extend(subtree_pids(&entry.path()));
+        }
+    }
+    pids
 }
 
 /// Kills whatever still runs in a cgroup subtree and removes it, children first.

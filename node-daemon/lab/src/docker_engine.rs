@@ -33,10 +33,7 @@ impl DockerEngine {
         if !crate::privileged() {
             return None;
         }
-        let missing: Vec<&str> = ["containerd", "dockerd", "runc"]
-            .into_iter()
-            .filter(|b| binary(b).is_none())
-            .collect();
+        let missing = missing_docker_binaries();
         if !missing.is_empty() {
             let message = format!("{test}: {missing:?} not installed (`cargo xtask setup` installs docker.io, containerd and runc)");
             if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
@@ -56,51 +53,9 @@ impl DockerEngine {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
-        let config = dir.join("containerd.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "version = 2\nroot = \"{d}/containerd-root\"\nstate = \"{d}/containerd-state\"\n\
-                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
-                 [grpc]\n  address = \"{d}/containerd.sock\"\n\
-                 [ttrpc]\n  address = \"{d}/containerd.sock.ttrpc\"\n\
-                 [debug]\n  address = \"\"\n[metrics]\n  address = \"\"\n",
-                d = dir.display()
-            ),
-        )?;
-        let log = |name: &str| std::fs::File::create(dir.join(name));
-        let containerd = Command::new("containerd")
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(log("containerd.log")?)
-            .spawn()?;
-        let daemon_json = dir.join("daemon.json");
-        std::fs::write(&daemon_json, "{}")?;
-        let dockerd = Command::new("dockerd")
-            .arg("--config-file")
-            .arg(&daemon_json)
-            .arg("--data-root")
-            .arg(dir.join("data"))
-            .arg("--exec-root")
-            .arg(dir.join("exec"))
-            .arg("--pidfile")
-            .arg(dir.join("docker.pid"))
-            .arg("-H")
-            .arg(format!("unix://{}/docker.sock", dir.display()))
-            .arg("--containerd")
-            .arg(dir.join("containerd.sock"))
-            .args([
-                "--bridge=none",
-                "--iptables=false",
-                "--ip6tables=false",
-                "--ip-forward=false",
-                "--ip-masq=false",
-                "--userland-proxy=false",
-            ])
-            .stdout(Stdio::null())
-            .stderr(log("dockerd.log")?)
-            .spawn()?;
+        let mut commands = EngineCommands::new(&dir)?;
+        let containerd = commands.containerd.spawn()?;
+        let dockerd = commands.dockerd.spawn()?;
         let engine = DockerEngine {
             dir,
             containerd,
@@ -127,6 +82,84 @@ impl DockerEngine {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+}
+
+/// The two processes of an engine whose every path is under one folder, for callers that run
+/// them themselves (a local cluster starts one engine per node inside its lab).
+pub struct EngineCommands {
+    pub containerd: Command,
+    pub dockerd: Command,
+    /// Where dockerd will listen.
+    pub socket: PathBuf,
+}
+
+impl EngineCommands {
+    /// Writes the engine's configs into `dir` (made if missing); logs go to
+    /// `dir/containerd.log` and `dir/dockerd.log`.
+    pub fn new(dir: &Path) -> std::io::Result<EngineCommands> {
+        std::fs::create_dir_all(dir)?;
+        let config = dir.join("containerd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "version = 2\nroot = \"{d}/containerd-root\"\nstate = \"{d}/containerd-state\"\n\
+                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+                 [grpc]\n  address = \"{d}/containerd.sock\"\n\
+                 [ttrpc]\n  address = \"{d}/containerd.sock.ttrpc\"\n\
+                 [debug]\n  address = \"\"\n[metrics]\n  address = \"\"\n",
+                d = dir.display()
+            ),
+        )?;
+        let log = |name: &str| std::fs::File::create(dir.join(name));
+        let mut containerd = Command::new("containerd");
+        containerd
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log("containerd.log")?);
+        let daemon_json = dir.join("daemon.json");
+        std::fs::write(&daemon_json, "{}")?;
+        let socket = dir.join("docker.sock");
+        let mut dockerd = Command::new("dockerd");
+        dockerd
+            .arg("--config-file")
+            .arg(&daemon_json)
+            .arg("--data-root")
+            .arg(dir.join("data"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("--pidfile")
+            .arg(dir.join("docker.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", socket.display()))
+            .arg("--containerd")
+            .arg(dir.join("containerd.sock"))
+            .args([
+                "--bridge=none",
+                "--iptables=false",
+                "--ip6tables=false",
+                "--ip-forward=false",
+                "--ip-masq=false",
+                "--userland-proxy=false",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log("dockerd.log")?);
+        Ok(EngineCommands {
+            containerd,
+            dockerd,
+            socket,
+        })
+    }
+}
+
+/// Whether containerd, dockerd and runc are installed; the missing ones otherwise.
+pub fn missing_docker_binaries() -> Vec<&'static str> {
+    ["containerd", "dockerd", "runc"]
+        .into_iter()
+        .filter(|b| binary(b).is_none())
+        .collect()
 }
 
 impl Drop for DockerEngine {

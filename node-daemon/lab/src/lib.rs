@@ -38,7 +38,7 @@ use std::{
     sync::atomic::{AtomicU32, Ordering},
 };
 
-pub use docker_engine::DockerEngine;
+pub use docker_engine::{missing_docker_binaries, DockerEngine, EngineCommands};
 pub use error::LabError;
 pub use netns::Netns;
 pub use privilege::privileged;
@@ -155,6 +155,12 @@ impl Lab {
         let child = sys::spawn_in(command, Path::new("/proc/self/ns/net"), Some(&cgroup))?;
         self.children.push(child);
         Ok(self.children.last_mut().expect("just pushed"))
+    }
+
+    /// Kills every process in the lab's cgroup subtree (daemons, pods, engines alike) and
+    /// waits until they are gone, before anything else is taken apart.
+    pub fn kill_processes(&self) {
+        cleanup::kill_subtree(&self.cgroup);
     }
 
     fn create(id: String) -> Result<Lab> {

@@ -327,6 +327,8 @@ fn parse_with_unit(text: &str, bare_unit_s: f64) -> Result<Duration, String> {
         (n, 1.0)
     } else if let Some(n) = text.strip_suffix('m') {
         (n, 60.0)
+    } else if let Some(n) = text.strip_suffix('h') {
+        (n, 3600.0)
     } else {
         (text, bare_unit_s)
     };
@@ -335,7 +337,7 @@ fn parse_with_unit(text: &str, bare_unit_s: f64) -> Result<Duration, String> {
         .parse::<f64>()
         .ok()
         .and_then(|n| Duration::try_from_secs_f64(n * unit_s).ok())
-        .ok_or_else(|| format!("{text:?}: expected a duration such as 5s, 500ms or 1m"))
+        .ok_or_else(|| format!("{text:?}: expected a duration such as 5s, 500ms, 1m or 1h"))
 }
 
 fn exchange(
@@ -565,6 +567,7 @@ mod tests {
         assert_eq!(parse_duration("0.5"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_timeout("2000"), Ok(Duration::from_secs(2)));
         assert_eq!(parse_timeout("2s"), Ok(Duration::from_secs(2)));
         assert!(parse_duration("-1s").is_err());
