@@ -182,6 +182,14 @@ fn log_tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// A process whose pipes the caller holds (the lab keeps the process itself).
+pub struct PipedProcess {
+    pub pid: u32,
+    /// Dropping it closes the process's stdin.
+    pub stdin: Option<std::process::ChildStdin>,
+    pub stdout: std::process::ChildStdout,
+}
+
 /// A node running a daemon.
 pub struct ClusterNode {
     pub name: String,
@@ -466,14 +474,20 @@ impl Cluster {
         Ok(self.lab.run_in_external(self.external, command)?)
     }
 
-    /// Starts `skiff-probe ARGS` on the external machine; the lab kills it on drop.
-    pub fn spawn_probe_outside(&mut self, args: &[&str]) -> Result<&mut std::process::Child> {
+    /// Starts `skiff-probe ARGS` on the external machine, with its stdin and stdout piped to
+    /// the caller; the lab kills it on drop.
+    pub fn spawn_probe_outside(&mut self, args: &[&str]) -> Result<PipedProcess> {
         let mut command = Command::new(&self.options.binaries.probe);
         command
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped());
-        Ok(self.lab.spawn_in_external(self.external, command)?)
+        let child = self.lab.spawn_in_external(self.external, command)?;
+        Ok(PipedProcess {
+            pid: child.id(),
+            stdin: child.stdin.take(),
+            stdout: child.stdout.take().expect("piped"),
+        })
     }
 
     /// The lab namespace of the machine outside the cluster (where [`forward`] connects from).

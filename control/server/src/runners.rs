@@ -140,6 +140,8 @@ fn spawn_all(
     }
     {
         let c = ctx.clone();
+        // This term's controllers saw no heartbeat from before now.
+        let watching_since = SystemTime::now();
         tasks.spawn(run(
             "nodes",
             ctx.clone(),
@@ -147,7 +149,7 @@ fn spawn_all(
             second,
             move || {
                 let c = c.clone();
-                async move { nodes(&c, node_grace).await }
+                async move { nodes(&c, watching_since, node_grace).await }
             },
         ));
     }
@@ -590,10 +592,10 @@ fn slice_differs(current: &EndpointSlice, desired: &EndpointSlice) -> bool {
         || current.metadata.owner_references != desired.metadata.owner_references
 }
 
-async fn nodes(ctx: &Ctx, grace: Duration) -> Result<(), ApiError> {
+async fn nodes(ctx: &Ctx, watching_since: SystemTime, grace: Duration) -> Result<(), ApiError> {
     let nodes = list(&ctx.registry, Kind::Node, nodes_of).await?;
     let pods = list(&ctx.registry, Kind::Pod, pods_of).await?;
-    let plan = node_lifecycle::reconcile(&nodes, &pods, SystemTime::now(), grace);
+    let plan = node_lifecycle::reconcile(&nodes, &pods, SystemTime::now(), watching_since, grace);
     for node in plan.node_updates {
         let name = node.metadata.name.clone();
         let object = Object::Node(Box::new(node));

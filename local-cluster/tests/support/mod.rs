@@ -39,6 +39,12 @@ impl std::ops::DerefMut for Demo {
 
 /// A fresh 3-node cluster with the demo application applied and every pod Ready.
 pub fn demo(runtime: Runtime, store: Store) -> Demo {
+    demo_with(runtime, store, 5)
+}
+
+/// [`demo`] with the control plane's node grace period (seconds without a heartbeat before a
+/// node counts as lost).
+pub fn demo_with(runtime: Runtime, store: Store, node_grace_seconds: u32) -> Demo {
     let state = tempfile::Builder::new()
         .prefix("skiff-scenario-")
         .tempdir()
@@ -48,6 +54,7 @@ pub fn demo(runtime: Runtime, store: Store) -> Demo {
     options.runtime = runtime;
     options.store = store;
     options.log_filter = "info".into();
+    options.node_grace_seconds = node_grace_seconds;
     let cluster = Cluster::start(options, &mut |step| eprintln!("cluster: {step}"))
         .unwrap_or_else(|e| panic!("cluster did not come up: {e}"));
     let demo = Demo {
@@ -83,6 +90,22 @@ pub struct PodInfo {
     pub ready: bool,
 }
 
+/// Names of a tier's pods, also those being deleted.
+pub fn all_pod_names(cluster: &Cluster, tier: &str) -> Vec<String> {
+    let pods = cluster
+        .admin
+        .get(&format!(
+            "/api/v1/namespaces/{DEMO_NAMESPACE}/pods?labelSelector=tier={tier}"
+        ))
+        .expect("list pods");
+    pods["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
+        .collect()
+}
+
 /// The pods of a demo tier that are not being deleted.
 pub fn tier_pods(cluster: &Cluster, tier: &str) -> Vec<PodInfo> {
     let pods = cluster
@@ -108,7 +131,16 @@ pub fn tier_pods(cluster: &Cluster, tier: &str) -> Vec<PodInfo> {
 /// `skiff-probe ARGS` run inside `pod` (through `skiff exec`): the probe's JSON line and
 /// whether it succeeded.
 pub fn probe_in_pod(cluster: &Cluster, pod: &str, args: &[&str]) -> (Value, bool) {
-    let mut command = vec!["exec", "-n", DEMO_NAMESPACE, pod, "--", "skiff-probe"];
+    let mut command = vec![
+        "exec",
+        "-n",
+        DEMO_NAMESPACE,
+        "--timeout",
+        "2m",
+        pod,
+        "--",
+        "skiff-probe",
+    ];
     command.extend_from_slice(args);
     let output = cluster.skiff(&command).expect("skiff exec");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -163,4 +195,59 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> O
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// The JSON line a `skiff-probe` run printed last.
+pub fn last_json(output: &std::process::Output) -> Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no JSON from the probe: {stdout} {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })
+}
+
+/// Continuous traffic from outside the cluster: a new HTTP connection every 20 ms to
+/// `target` until [`OutsideLoad::stop`], which returns {attempts, failures, errors}.
+pub struct OutsideLoad(skiff_local_cluster::PipedProcess);
+
+impl OutsideLoad {
+    pub fn start(cluster: &mut Cluster, target: &str) -> OutsideLoad {
+        OutsideLoad(
+            cluster
+                .spawn_probe_outside(&["load", target, "--proto", "http", "--interval-ms", "20"])
+                .expect("load from outside"),
+        )
+    }
+
+    pub fn stop(mut self) -> Value {
+        use std::io::Read as _;
+        drop(self.0.stdin.take());
+        let mut text = String::new();
+        self.0.stdout.read_to_string(&mut text).unwrap();
+        serde_json::from_str(text.trim()).unwrap_or_else(|_| panic!("load summary: {text:?}"))
+    }
+}
+
+/// GET `path` of node `i`'s daemon API, from inside that node.
+pub fn node_api(cluster: &Cluster, i: usize, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let node = &cluster.nodes[i];
+    let address = (node.address, skiff_local_cluster::NODE_API_PORT);
+    cluster.lab.node(node.id).netns.run(|| {
+        let Ok(mut stream) = std::net::TcpStream::connect(address) else {
+            return String::new();
+        };
+        let request = format!("GET {path} HTTP/1.1\r\nConnection: close\r\n\r\n");
+        let mut text = String::new();
+        if stream.write_all(request.as_bytes()).is_ok() {
+            let _ = stream.read_to_string(&mut text);
+        }
+        text
+    })
 }

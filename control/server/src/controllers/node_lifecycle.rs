@@ -36,10 +36,14 @@ pub struct NodeLifecyclePlan {
     pub evict: Vec<(String, String)>,
 }
 
-/// Plans node conditions, taints and evictions at `now`.
+/// Plans node conditions, taints and evictions at `now`, for a controller that has been
+/// watching since `watching_since`.
 ///
 /// A node is silent when its last heartbeat (Ready's `lastHeartbeatTime`, else its
-/// creation time) is older than `grace`. Pods are evicted from a node that has not been
+/// creation time) is older than `grace`. Heartbeats sent while no controller ran (the
+/// control plane down or between leaders) were never recorded, so, as in Kubernetes, a
+/// heartbeat counts from `watching_since` at the earliest: a restarted control plane gives
+/// every node a full grace period before it calls one lost. Pods are evicted from a node that has not been
 /// Ready for longer than `grace` (since its last heartbeat when silent, since the Ready
 /// condition's last transition when it reports NotReady itself), or at once when the node
 /// object is gone. A pod that tolerates the node's taint (unreachable or not-ready,
@@ -48,6 +52,7 @@ pub fn reconcile(
     nodes: &[Node],
     pods: &[Pod],
     now: SystemTime,
+    watching_since: SystemTime,
     grace: Duration,
 ) -> NodeLifecyclePlan {
     let mut plan = NodeLifecyclePlan::default();
@@ -59,7 +64,8 @@ pub fn reconcile(
             .ready_condition()
             .and_then(|c| c.last_heartbeat_time.as_deref())
             .or(node.metadata.creation_timestamp.as_deref())
-            .and_then(parse_rfc3339);
+            .and_then(parse_rfc3339)
+            .map(|h| h.max(watching_since));
         let silent = heartbeat.is_some_and(|h| elapsed(h, now) > grace);
         let mut updated = node.clone();
         if silent {
@@ -200,9 +206,25 @@ mod tests {
     }
 
     #[test]
+    fn a_restarted_control_plane_gives_every_node_a_full_grace_period() {
+        // The last heartbeat is 100 s old only because no control plane ran to record the
+        // later ones: the new one has watched for 30 s of its 40 s grace.
+        let nodes = [node("a", true, T0)];
+        let pods = [pod("p", "a")];
+        let plan = reconcile(&nodes, &pods, at(100), at(70), GRACE);
+        assert_eq!(plan, NodeLifecyclePlan::default());
+        let plan = reconcile(&nodes, &pods, at(111), at(70), GRACE);
+        assert_eq!(
+            plan.node_updates.len(),
+            1,
+            "silent for the whole grace period"
+        );
+    }
+
+    #[test]
     fn fresh_nodes_are_left_alone() {
         let nodes = [node("a", true, T0)];
-        let plan = reconcile(&nodes, &[pod("p", "a")], at(40), GRACE);
+        let plan = reconcile(&nodes, &[pod("p", "a")], at(40), at(0), GRACE);
         assert_eq!(plan, NodeLifecyclePlan::default());
     }
 
@@ -210,7 +232,7 @@ mod tests {
     fn silent_node_becomes_unknown_tainted_and_loses_its_pods() {
         let nodes = [node("a", true, T0), node("b", true, "2026-11-22T10:00:41Z")];
         let pods = [pod("on-a", "a"), pod("on-b", "b")];
-        let plan = reconcile(&nodes, &pods, at(41), GRACE);
+        let plan = reconcile(&nodes, &pods, at(41), at(0), GRACE);
         assert_eq!(plan.node_updates.len(), 1);
         let a = &plan.node_updates[0];
         let ready = a.ready_condition().unwrap();
@@ -230,14 +252,14 @@ mod tests {
         let mut leaving = pods[0].clone();
         leaving.metadata.deletion_timestamp = Some(rfc3339(at(41)));
         let marked = [a.clone(), nodes[1].clone()];
-        let again = reconcile(&marked, &[leaving, pods[1].clone()], at(45), GRACE);
+        let again = reconcile(&marked, &[leaving, pods[1].clone()], at(45), at(0), GRACE);
         assert_eq!(again, NodeLifecyclePlan::default());
 
         // The daemon comes back: it reports Ready and the taint goes.
         let mut back = a.clone();
         back.status.as_mut().unwrap().conditions =
             node("a", true, &rfc3339(at(60))).status.unwrap().conditions;
-        let plan = reconcile(&[back], &[], at(61), GRACE);
+        let plan = reconcile(&[back], &[], at(61), at(0), GRACE);
         assert!(plan.node_updates[0].spec.taints.is_empty());
         assert!(plan.node_updates[0].is_ready());
     }
@@ -245,18 +267,20 @@ mod tests {
     #[test]
     fn not_before_the_grace_period() {
         let nodes = [node("a", true, T0)];
-        let plan = reconcile(&nodes, &[pod("p", "a")], at(40), GRACE);
+        let plan = reconcile(&nodes, &[pod("p", "a")], at(40), at(0), GRACE);
         assert!(plan.node_updates.is_empty() && plan.evict.is_empty());
     }
 
     #[test]
     fn pods_of_deleted_nodes_go_at_once() {
-        let plan = reconcile(&[], &[pod("orphan", "gone")], at(0), GRACE);
+        let plan = reconcile(&[], &[pod("orphan", "gone")], at(0), at(0), GRACE);
         assert_eq!(evicted(&plan), ["orphan"]);
         // Unscheduled pods are no concern of this controller.
         let mut pending = pod("pending", "");
         pending.spec.node_name = None;
-        assert!(reconcile(&[], &[pending], at(0), GRACE).evict.is_empty());
+        assert!(reconcile(&[], &[pending], at(0), at(0), GRACE)
+            .evict
+            .is_empty());
     }
 
     #[test]
@@ -264,9 +288,9 @@ mod tests {
         // The daemon is alive (fresh heartbeat) but says NotReady since T0.
         let nodes = [node("a", false, "2026-11-22T10:01:00Z")];
         let pods = [pod("p", "a")];
-        let plan = reconcile(&nodes, &pods, at(30), GRACE);
+        let plan = reconcile(&nodes, &pods, at(30), at(0), GRACE);
         assert!(plan.evict.is_empty() && plan.node_updates.is_empty());
-        let plan = reconcile(&nodes, &pods, at(61), GRACE);
+        let plan = reconcile(&nodes, &pods, at(61), at(0), GRACE);
         assert_eq!(evicted(&plan), ["p"]);
         assert!(
             plan.node_updates.is_empty(),
@@ -293,9 +317,9 @@ mod tests {
             tolerating("forever", None),
             tolerating("five-minutes", Some(300)),
         ];
-        let plan = reconcile(&nodes, &pods, at(100), GRACE);
+        let plan = reconcile(&nodes, &pods, at(100), at(0), GRACE);
         assert_eq!(evicted(&plan), ["plain"]);
-        let plan = reconcile(&nodes, &pods, at(301), GRACE);
+        let plan = reconcile(&nodes, &pods, at(301), at(0), GRACE);
         assert_eq!(evicted(&plan), ["five-minutes", "plain"]);
     }
 }

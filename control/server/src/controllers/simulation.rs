@@ -122,7 +122,13 @@ impl Cluster {
     }
 
     fn node_lifecycle(&mut self) {
-        let plan = node_lifecycle::reconcile(&self.nodes, &self.pods, self.now, GRACE);
+        let plan = node_lifecycle::reconcile(
+            &self.nodes,
+            &self.pods,
+            self.now,
+            SystemTime::UNIX_EPOCH,
+            GRACE,
+        );
         for updated in plan.node_updates {
             let slot = self
                 .nodes
