@@ -197,21 +197,6 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> O
     }
 }
 
-/// The JSON line a `skiff-probe` run printed last.
-pub fn last_json(output: &std::process::Output) -> Value {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| {
-            panic!(
-                "no JSON from the probe: {stdout} {}",
-                String::from_utf8_lossy(&output.stderr)
-            )
-        })
-}
-
 /// Continuous traffic from outside the cluster: a new HTTP connection every 20 ms to
 /// `target` until [`OutsideLoad::stop`], which returns {attempts, failures, errors}.
 pub struct OutsideLoad(skiff_local_cluster::PipedProcess);

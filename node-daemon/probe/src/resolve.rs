@@ -2,16 +2,37 @@
 //! mount namespace, so the probe asks the nameservers of `/etc/resolv.conf` itself (A records
 //! over UDP, the search list and `ndots` as the libc resolver applies them). That is what
 //! lets the demo's tiers find each other as `api:8080` through cluster DNS.
+//!
+//! Answers are cached for their TTL, and a cached answer is served stale when no nameserver
+//! answers (as RFC 8767 resolvers do): a long-running `serve --upstream` keeps working
+//! while its node's DNS server restarts with the node daemon.
 
 use std::{
+    collections::HashMap,
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket},
-    time::Duration,
+    sync::Mutex,
+    time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context as _};
 
 const RESOLV_CONF: &str = "/etc/resolv.conf";
 const TYPE_A: u16 = 1;
+
+/// Name -> the last answer.
+static CACHE: Mutex<Option<HashMap<String, Cached>>> = Mutex::new(None);
+
+/// How long refreshing a cached name may take before the stale answer is used: well below
+/// any client's timeout, so a missing nameserver costs a request this much, not a failure.
+const REFRESH_TIMEOUT: Duration = Duration::from_millis(200);
+
+#[derive(Clone)]
+struct Cached {
+    ip: Ipv4Addr,
+    fresh_until: Instant,
+    /// The search-list candidate that answered, asked alone on refresh.
+    fqdn: String,
+}
 const CLASS_IN: u16 = 1;
 
 /// `IP:PORT` as is, or `NAME:PORT` resolved through `/etc/resolv.conf`.
@@ -31,17 +52,62 @@ pub fn target(target: &str, timeout: Duration) -> anyhow::Result<SocketAddr> {
     if name == "localhost" {
         return Ok((Ipv4Addr::LOCALHOST, port).into());
     }
+    let cached = CACHE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .and_then(|cache| cache.get(name).cloned());
+    let outcome = match &cached {
+        Some(c) if Instant::now() < c.fresh_until => return Ok((c.ip, port).into()),
+        Some(c) => lookup(name, Some(&c.fqdn), REFRESH_TIMEOUT.min(timeout)),
+        None => lookup(name, None, timeout),
+    };
+    match outcome {
+        Ok((ip, ttl, fqdn)) => {
+            CACHE
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert_with(HashMap::new)
+                .insert(
+                    name.to_string(),
+                    Cached {
+                        ip,
+                        fresh_until: Instant::now() + ttl,
+                        fqdn,
+                    },
+                );
+            Ok((ip, port).into())
+        }
+        // Serve stale: the last answer beats no answer while the nameserver is away.
+        Err(e) => match cached {
+            Some(c) => Ok((c.ip, port).into()),
+            None => Err(e),
+        },
+    }
+}
+
+/// One name through the nameservers and the search list (or only `fqdn`, the candidate that
+/// answered before): the address, its TTL and the candidate that answered.
+fn lookup(
+    name: &str,
+    fqdn: Option<&str>,
+    timeout: Duration,
+) -> anyhow::Result<(Ipv4Addr, Duration, String)> {
     let text = std::fs::read_to_string(RESOLV_CONF)
         .with_context(|| format!("resolving {name:?}: reading {RESOLV_CONF}"))?;
     let conf = ResolvConf::parse(&text);
     if conf.nameservers.is_empty() {
         bail!("resolving {name:?}: {RESOLV_CONF} names no IPv4 nameserver");
     }
+    let candidates = match fqdn {
+        Some(fqdn) => vec![fqdn.to_string()],
+        None => conf.candidates(name),
+    };
     let mut last_error = None;
-    for candidate in conf.candidates(name) {
+    for candidate in candidates {
         for server in &conf.nameservers {
             match query_a(*server, &candidate, timeout) {
-                Ok(Some(ip)) => return Ok((ip, port).into()),
+                Ok(Some((ip, ttl))) => return Ok((ip, ttl, candidate)),
                 Ok(None) => last_error = Some(format!("{candidate}: no such name")),
                 Err(e) => last_error = Some(format!("{candidate} at {server}: {e:#}")),
             }
@@ -105,9 +171,13 @@ impl ResolvConf {
     }
 }
 
-/// One A query: the first address of the answer, `None` when the name does not exist or has
-/// no A record.
-fn query_a(server: Ipv4Addr, name: &str, timeout: Duration) -> anyhow::Result<Option<Ipv4Addr>> {
+/// One A query: the first address of the answer with its TTL, `None` when the name does not
+/// exist or has no A record.
+fn query_a(
+    server: Ipv4Addr,
+    name: &str,
+    timeout: Duration,
+) -> anyhow::Result<Option<(Ipv4Addr, Duration)>> {
     let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).context("bind")?;
     socket.connect(SocketAddrV4::new(server, 53))?;
     socket.set_read_timeout(Some(timeout))?;
@@ -144,7 +214,7 @@ fn encode_query(id: u16, name: &str) -> anyhow::Result<Vec<u8>> {
 /// `Ok(None)` for a packet that answers another query (to be ignored); `Ok(Some(None))` for
 /// NXDOMAIN or no A record.
 #[allow(clippy::option_option)]
-fn decode_answer(id: u16, packet: &[u8]) -> anyhow::Result<Option<Option<Ipv4Addr>>> {
+fn decode_answer(id: u16, packet: &[u8]) -> anyhow::Result<Option<Option<(Ipv4Addr, Duration)>>> {
     let word = |at: usize| -> anyhow::Result<u16> {
         packet
             .get(at..at + 2)
@@ -167,13 +237,13 @@ fn decode_answer(id: u16, packet: &[u8]) -> anyhow::Result<Option<Option<Ipv4Add
     for _ in 0..answers {
         at = skip_name(packet, at)?;
         let (kind, class, length) = (word(at)?, word(at + 2)?, usize::from(word(at + 8)?));
+        let ttl = (u32::from(word(at + 4)?) << 16) | u32::from(word(at + 6)?);
         let data = packet
             .get(at + 10..at + 10 + length)
             .context("truncated DNS answer")?;
         if kind == TYPE_A && class == CLASS_IN && length == 4 {
-            return Ok(Some(Some(Ipv4Addr::new(
-                data[0], data[1], data[2], data[3],
-            ))));
+            let ip = Ipv4Addr::new(data[0], data[1], data[2], data[3]);
+            return Ok(Some(Some((ip, Duration::from_secs(u64::from(ttl))))));
         }
         at += 10 + length;
     }
@@ -233,7 +303,7 @@ mod tests {
         answer.extend([0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4, 10, 96, 7, 8]);
         assert_eq!(
             decode_answer(0x1234, &answer).unwrap(),
-            Some(Some(Ipv4Addr::new(10, 96, 7, 8)))
+            Some(Some((Ipv4Addr::new(10, 96, 7, 8), Duration::from_secs(30))))
         );
         assert_eq!(
             decode_answer(0x9999, &answer).unwrap(),
