@@ -262,7 +262,8 @@ fn scenario_4_after_node_loss_pods_come_back_elsewhere_and_traffic_recovers_with
             );
         }
         let replaced_within = lost_at.elapsed();
-        std::thread::sleep(Duration::from_secs(3));
+        // Enough traffic after the 10 s mark to see that it recovered.
+        std::thread::sleep(Duration::from_secs(14).saturating_sub(lost_at.elapsed()));
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         (
             service.join().unwrap(),

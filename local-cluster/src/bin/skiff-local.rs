@@ -150,12 +150,13 @@ fn print_hints(report: &up::UpReport, state_dir: &std::path::Path, binaries: &Bi
          skiff get nodes\n  \
          skiff get pods -n demo -o wide\n  \
          curl http://{front}/                        the front end, through the NodePort\n  \
-         skiff scale deployment worker --replicas 4 -n demo   scale one tier, not the stack\n  \
+         skiff scale deployment api --replicas 4 -n demo      scale one tier, not the stack\n  \
          skiff apply -f examples/demo-load.yaml       jobs for the workers; watch the autoscaler:\n  \
          skiff get hpa -n demo -w\n  \
          skiff exec -n demo FRONT_POD -- skiff-probe connect data:8080 --proto http\n  \
          \x20                                            denied by policy: front may not reach data\n  \
-         skiff observe --verdict denied -n demo        the drop, with the policy behind it\n  \
+         skiff observe --verdict denied -n demo --node 127.0.0.1:PORT   on the data pod's node:\n  \
+         \x20                                            the drop, with the policy behind it\n  \
          skiff policy explain --help                  why a flow is allowed or denied\n\n\
          Node APIs (observe, policy explain) per node: {nodes}\n\
          Logs: {state}/*.log   Walkthrough: docs/quickstart.md   Remove it all: cargo xtask down",
