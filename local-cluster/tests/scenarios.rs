@@ -146,6 +146,21 @@ fn scenario_2_the_worker_scales_1_6_2_under_traffic_without_a_failed_request() {
     assert!(ok, "requests failed while scaling: {summary}");
     assert_eq!(summary["failures"], 0, "{summary}");
     assert!(summary["attempts"].as_u64().unwrap() > 200, "{summary}");
+    // What makes the scale-down clean: each pod left the services before it was stopped.
+    let drained: usize = demo
+        .nodes
+        .iter()
+        .map(|n| {
+            std::fs::read_to_string(&n.daemon.log)
+                .unwrap_or_default()
+                .matches("drained from the services before stopping")
+                .count()
+        })
+        .sum();
+    assert!(
+        drained >= 4,
+        "{drained} of the 4 scaled-away workers were drained"
+    );
 }
 
 #[test]

@@ -34,7 +34,7 @@ use skiff_node::{
         ClusterState, Compiled, PolicyReconciler,
     },
     runtime::{supervisor::Backoff, DockerRuntime, EmbeddedRuntime, Runtime},
-    service_lb::{health::HealthChecks, DesiredServices, ServiceReconciler},
+    service_lb::{health::HealthChecks, DesiredServices, ServiceReconciler, ServingEndpoints},
 };
 
 /// Where a node keeps its pinned data plane unless told otherwise.
@@ -330,10 +330,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         "service maps adopted"
     );
     let mut health = HealthChecks::new();
+    let serving = ServingEndpoints::default();
     let mut services_file = args.services.as_deref().map(WatchedFile::new);
     if let Some(file) = &mut services_file {
         if let Some(text) = file.changed() {
-            apply_services(&file.path, text, &mut reconciler, &mut health);
+            apply_services(&file.path, text, &mut reconciler, &mut health, &serving);
         }
     }
 
@@ -484,6 +485,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         runtime: directory.zip(pod_cgroup),
         zone,
         cluster_dns: dns_listen.is_some(),
+        serving: serving.clone(),
         manager: None,
         interfaces: BTreeMap::new(),
     };
@@ -500,7 +502,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         if let Some(file) = &mut services_file {
             if let Some(text) = file.changed() {
-                apply_services(&file.path, text, &mut reconciler, &mut health);
+                apply_services(&file.path, text, &mut reconciler, &mut health, &serving);
             }
         }
         if let Some(file) = &mut cluster_file {
@@ -512,7 +514,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             if let Some(agent) = &agent {
                 pod_host.sync(&view, &args, &agent.reports, &dataplane_requests);
             }
-            apply_desired_services(&view.services, &mut reconciler, &mut health);
+            apply_desired_services(&view.services, &mut reconciler, &mut health, &serving);
             apply_state(
                 ClusterState::from_objects(view.policy_objects).map_err(Into::into),
                 format!("control-plane view {view_count}"),
@@ -682,6 +684,7 @@ struct PodHost {
     zone: ZoneHandle,
     /// The node serves cluster DNS, so pods get it as their resolver.
     cluster_dns: bool,
+    serving: ServingEndpoints,
     manager: Option<PodManager>,
     /// host-side veth -> (ifindex, pod address)
     interfaces: BTreeMap<String, (u32, Ipv4Addr)>,
@@ -749,6 +752,7 @@ impl PodHost {
             dataplane: Mutex::new(dataplane.clone()),
             zone: self.zone.clone(),
             cluster_dns: self.cluster_dns,
+            serving: self.serving.clone(),
         }))
     }
 
@@ -850,9 +854,10 @@ fn apply_services(
     text: String,
     reconciler: &mut ServiceReconciler,
     health: &mut HealthChecks,
+    serving: &ServingEndpoints,
 ) {
     match serde_json::from_str::<DesiredServices>(&text) {
-        Ok(desired) => apply_desired_services(&desired, reconciler, health),
+        Ok(desired) => apply_desired_services(&desired, reconciler, health, serving),
         Err(e) => {
             tracing::error!(file = %path.display(), "services file rejected, kernel state unchanged: {e:#}")
         }
@@ -864,6 +869,7 @@ fn apply_desired_services(
     desired: &DesiredServices,
     reconciler: &mut ServiceReconciler,
     health: &mut HealthChecks,
+    serving: &ServingEndpoints,
 ) {
     let outcome = reconciler
         .reconcile(desired)
@@ -875,7 +881,10 @@ fn apply_desired_services(
             Ok(stats)
         });
     match outcome {
-        Ok(stats) => tracing::info!(?stats, "services reconciled"),
+        Ok(stats) => {
+            serving.programmed(desired);
+            tracing::info!(?stats, "services reconciled")
+        }
         Err(e) => tracing::error!("services rejected, kernel state unchanged: {e:#}"),
     }
 }

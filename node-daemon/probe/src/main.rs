@@ -243,7 +243,7 @@ fn main() -> ExitCode {
             cpu_per_request,
             upstream,
         } => {
-            exit_on_termination();
+            serve::finish_on_termination();
             let work = serve::HttpWork {
                 cpu: cpu_per_request,
                 upstream,

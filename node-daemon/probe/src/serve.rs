@@ -6,7 +6,10 @@
 use std::{
     io::{BufRead, BufReader, Read as _, Write as _},
     net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket},
-    sync::Arc,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc,
+    },
     thread,
     time::{Duration, Instant},
 };
@@ -14,6 +17,42 @@ use std::{
 use anyhow::{bail, Context as _};
 
 use crate::wire;
+
+/// Set by SIGTERM or SIGINT: answer what is in flight, then exit.
+static TERMINATING: AtomicBool = AtomicBool::new(false);
+/// HTTP connections being answered; a TCP session is the client's to end, so it is not waited on.
+static HTTP_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+/// Bounds the wait for answers in flight; the runtime kills us after the grace period anyway.
+const FINISH_MAX: Duration = Duration::from_secs(5);
+
+/// A server told to stop finishes the HTTP requests it has accepted (a request cut off
+/// mid-answer is a failed request for someone) and exits; also as a container's PID 1, which
+/// the kernel spares the default action of signals it has no handler for.
+pub fn finish_on_termination() {
+    extern "C" fn terminate(_: libc::c_int) {
+        TERMINATING.store(true, Ordering::SeqCst);
+    }
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: installs a handler that only stores to an atomic, which is async-signal-safe.
+        unsafe { libc::signal(signal, terminate as *const () as libc::sighandler_t) };
+    }
+}
+
+/// Counts one HTTP connection as in flight for as long as it lives.
+struct InFlight;
+
+impl InFlight {
+    fn new() -> InFlight {
+        HTTP_IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        HTTP_IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// What an HTTP request does besides answering.
 #[derive(Clone, Debug, Default)]
@@ -55,9 +94,16 @@ pub fn serve(
         let name = name.clone();
         let work = Arc::clone(&work);
         workers.push(thread::spawn(move || {
-            accept_loop(listener, move |stream, client| {
-                answer_http(stream, &name, client, &work)
-            })
+            for stream in listener.incoming().flatten() {
+                let Ok(client) = stream.peer_addr() else {
+                    continue;
+                };
+                // Counted from the accept, so a request on its way in is waited for too.
+                let in_flight = InFlight::new();
+                let name = name.clone();
+                let work = Arc::clone(&work);
+                thread::spawn(move || answer_http(stream, &name, client, &work, in_flight));
+            }
         }));
     }
     for port in udp {
@@ -69,8 +115,15 @@ pub fn serve(
     // Readiness signal for whoever started us.
     println!("serving");
     let _ = std::io::stdout().flush();
-    for worker in workers {
-        let _ = worker.join();
+    while !TERMINATING.load(Ordering::SeqCst) {
+        if workers.iter().all(|w| w.is_finished()) {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    let told = Instant::now();
+    while HTTP_IN_FLIGHT.load(Ordering::SeqCst) > 0 && told.elapsed() < FINISH_MAX {
+        thread::sleep(Duration::from_millis(5));
     }
     Ok(())
 }
@@ -141,7 +194,15 @@ fn answer_tcp(mut stream: TcpStream, name: &str, client: SocketAddr) {
 /// Answers 200 with "NAME CLIENT" as the body. Closes after the answer unless the client asked
 /// for keep-alive, as plain `bash /dev/tcp` readers of the answer rely on. A request body
 /// (`load --proto http --mode stream` uploads) is read and discarded.
-fn answer_http(mut stream: TcpStream, name: &str, client: SocketAddr, work: &HttpWork) {
+fn answer_http(
+    mut stream: TcpStream,
+    name: &str,
+    client: SocketAddr,
+    work: &HttpWork,
+    in_flight: InFlight,
+) {
+    // An idle kept-alive connection is not in flight: only a request being answered is.
+    let mut in_flight = Some(in_flight);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let Ok(reader) = stream.try_clone() else {
         return;
@@ -151,16 +212,15 @@ fn answer_http(mut stream: TcpStream, name: &str, client: SocketAddr, work: &Htt
         let Ok(Some(head)) = wire::read_http_head(&mut reader) else {
             return;
         };
+        in_flight.get_or_insert_with(InFlight::new);
         let length = head.content_length.unwrap_or(0);
         match std::io::copy(&mut (&mut reader).take(length), &mut std::io::sink()) {
             Ok(n) if n == length => {}
             _ => return,
         }
-        let connection = if head.keep_alive {
-            "keep-alive"
-        } else {
-            "close"
-        };
+        // A server on its way out closes kept-alive connections after this answer.
+        let keep_alive = head.keep_alive && !TERMINATING.load(Ordering::SeqCst);
+        let connection = if keep_alive { "keep-alive" } else { "close" };
         burn_cpu(work.cpu);
         let (status, body) = match &work.upstream {
             None => ("200 OK", format!("{name} {client}\n")),
@@ -176,9 +236,10 @@ fn answer_http(mut stream: TcpStream, name: &str, client: SocketAddr, work: &Htt
             "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n{body}",
             body.len()
         );
-        if stream.write_all(response.as_bytes()).is_err() || !head.keep_alive {
+        if stream.write_all(response.as_bytes()).is_err() || !keep_alive {
             return;
         }
+        in_flight = None;
     }
 }
 

@@ -133,6 +133,23 @@ fn an_http_tier_relays_its_upstreams_answer_and_fails_with_it() {
 }
 
 #[test]
+fn a_terminated_server_finishes_the_request_in_flight_then_exits() {
+    let mut server = Server::start_with(Some("slow"), None, &["--cpu-per-request", "600ms"]);
+    let port = server.http;
+    let request = std::thread::spawn(move || connect(port, "http"));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let pid = server.child.id() as libc::pid_t;
+    // SAFETY: signals our own child, which has not been waited for yet.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let (result, ok) = request.join().unwrap();
+    assert!(ok, "the request in flight at SIGTERM failed: {result}");
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let (result, ok) = connect(port, "http");
+    assert!(!ok, "still answering after it finished: {result}");
+}
+
+#[test]
 fn connect_reports_the_pod_name_and_the_client_address_the_server_saw() {
     let server = Server::start(Some("web-1"), Some("not-this"));
     for proto in ["tcp", "udp", "http"] {

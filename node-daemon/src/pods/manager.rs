@@ -27,6 +27,7 @@ use super::{
 use crate::{
     dns::ZoneHandle,
     runtime::{supervisor::Backoff, Runtime},
+    service_lb::ServingEndpoints,
 };
 
 /// What a worker tells the control plane.
@@ -79,6 +80,9 @@ pub struct Context {
     pub zone: ZoneHandle,
     /// The node serves cluster DNS: pods (dnsPolicy ClusterFirst) resolve through it.
     pub cluster_dns: bool,
+    /// Pod addresses this node's data plane sends new connections to: a terminating pod
+    /// waits to leave it before its containers are stopped.
+    pub serving: ServingEndpoints,
 }
 
 impl Context {

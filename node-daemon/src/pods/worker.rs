@@ -35,6 +35,12 @@ pub const DEFAULT_GRACE_SECONDS: i64 = 30;
 const TICK: Duration = Duration::from_millis(100);
 /// Between attempts to set a pod up after a failure.
 const RETRY: Duration = Duration::from_secs(2);
+/// At most this much of a terminating pod's grace period goes to draining it from services.
+const DRAIN_MAX: Duration = Duration::from_secs(3);
+/// How long the other nodes get to apply an endpoint change this node has applied: each
+/// watches the control plane and programs its kernel within a few of its 50 ms ticks.
+const DRAIN_MARGIN: Duration = Duration::from_millis(500);
+const DRAIN_POLL: Duration = Duration::from_millis(20);
 
 struct RunningContainer {
     spec: Container,
@@ -74,7 +80,9 @@ pub(crate) fn run(ctx: Arc<Context>, control: Arc<PodControl>, mut record: Optio
     let (mut record, ref mut running) = containers;
     let started_at = SystemTime::now();
     let mut reported: Option<PodStatus> = None;
+    let mut was_serving = false;
     while !control.terminating.load(Ordering::Relaxed) {
+        was_serving |= ctx.serving.contains(record.ip);
         let now = SystemTime::now();
         let mut changed_record = false;
         for (c, rec) in running.iter_mut().zip(record.containers.iter_mut()) {
@@ -138,13 +146,41 @@ pub(crate) fn run(ctx: Arc<Context>, control: Arc<PodControl>, mut record: Optio
         });
     }
     let grace = grace_period(&control.pod());
+    let drained = if was_serving {
+        drain(&ctx, &key, record.ip, grace)
+    } else {
+        Duration::ZERO
+    };
     let supervisors = std::mem::take(running)
         .into_iter()
         .map(|c| c.supervisor)
         .collect();
-    teardown(&ctx, &record, supervisors, grace);
+    teardown(&ctx, &record, supervisors, grace.saturating_sub(drained));
     ctx.directory.set(&key, None);
     report_deleted(&ctx, &pod);
+}
+
+/// Waits, within part of the grace period, until new connections no longer reach the pod:
+/// first until this node's data plane has dropped it (the control plane has published the
+/// change), then [`DRAIN_MARGIN`] for the other nodes, which get the same change at the same
+/// time. Stopping the containers at once, as Kubernetes does, races that change, and clients
+/// see refused connections during every scale-down. Returns the time spent.
+fn drain(ctx: &Context, key: &str, ip: Ipv4Addr, grace: Duration) -> Duration {
+    let started = Instant::now();
+    let budget = (grace / 2).min(DRAIN_MAX);
+    while ctx.serving.contains(ip) && started.elapsed() < budget {
+        std::thread::sleep(DRAIN_POLL);
+    }
+    let left_local = started.elapsed();
+    std::thread::sleep(DRAIN_MARGIN.min(budget.saturating_sub(left_local)));
+    let drained = started.elapsed();
+    tracing::info!(
+        pod = %key,
+        left_this_node_ms = left_local.as_millis() as u64,
+        drained_ms = drained.as_millis() as u64,
+        "drained from the services before stopping"
+    );
+    drained
 }
 
 fn report_deleted(ctx: &Context, pod: &Pod) {

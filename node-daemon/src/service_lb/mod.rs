@@ -8,6 +8,8 @@ pub mod desired;
 pub mod health;
 pub mod maglev;
 mod reconciler;
+pub mod serving;
 
 pub use desired::DesiredServices;
 pub use reconciler::{ReconcileError, ReconcileStats, ServiceReconciler};
+pub use serving::ServingEndpoints;
