@@ -33,6 +33,12 @@ use crate::{
 /// What `/status` reports.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
+    /// `uname -r` of the node: which kernel the data plane was verified by.
+    #[serde(default)]
+    pub kernel: String,
+    /// How TC programs are attached here: `tcx` (kernel >= 6.6) or `clsact`.
+    #[serde(default)]
+    pub tc_attach_mode: String,
     pub policy_revision: u32,
     /// `fnv1a64:<hex>` of the cluster state file content last applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]

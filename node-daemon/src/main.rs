@@ -342,6 +342,13 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut policy = PolicyReconciler::new(dataplane.take_policy_maps()?)?;
     let compiled: Arc<RwLock<Arc<Compiled>>> = Arc::default();
     let status = Arc::new(Mutex::new(Status {
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|r| r.trim().to_string())
+            .unwrap_or_default(),
+        tc_attach_mode: match mode {
+            AttachMode::Tcx => "tcx".into(),
+            AttachMode::Clsact => "clsact".into(),
+        },
         policy_revision: policy.revision(),
         ..Status::default()
     }));

@@ -6,6 +6,7 @@ mod cmd;
 mod setup;
 mod test;
 mod up;
+mod vm;
 
 use clap::{Parser, Subcommand};
 
@@ -50,6 +51,14 @@ enum Command {
     /// Remove everything `cargo xtask up` made: processes, namespaces, cgroups, eBPF pins,
     /// the state folder and the skiff config it wrote.
     Down,
+    /// Setup, QEMU and Debian's kernel, build, then node daemons in QEMU VMs (Debian 12's 6.1
+    /// kernel: no TCX, so the clsact path) joined to a control plane in the lab, and the
+    /// service + policy smoke scenario across them (root). Run by hand (docs/testing.md).
+    VmTest {
+        /// Number of VMs (node daemons).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(2..=4))]
+        vms: u8,
+    },
     /// Setup, then the cluster DNS benchmark (root): dnsperf from a lab pod against a node's
     /// DNS server, written to docs/benchmarks/dns.md and dns.json.
     BenchDns {
@@ -100,6 +109,10 @@ fn run() -> anyhow::Result<()> {
             )
         }
         Command::Down => up::down(),
+        Command::VmTest { vms } => {
+            setup::run(&workspace)?;
+            vm::run(&workspace, &vm::VmTestArgs { vms })
+        }
         Command::BenchDns { quick } => {
             setup::run(&workspace)?;
             bench::dns(quick)

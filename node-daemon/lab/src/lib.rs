@@ -157,6 +157,25 @@ impl Lab {
         Ok(self.children.last_mut().expect("just pushed"))
     }
 
+    /// Adds a tap device `name` on the lab bridge, in the lab namespace, for a virtual
+    /// machine's NIC (QEMU `-netdev tap,ifname=NAME,script=no`): the VM is then one more
+    /// machine on the bridge, as isolated as the node namespaces. It goes with the lab.
+    pub fn add_tap(&self, name: &str) -> Result<()> {
+        let lab_ns = self.lab_netns().name();
+        sys::ip(&["-n", lab_ns, "tuntap", "add", "dev", name, "mode", "tap"])?;
+        sys::ip(&["-n", lab_ns, "link", "set", name, "master", "br0", "up"])
+    }
+
+    /// Starts `command` in the lab namespace (where the bridge and taps are), inside the
+    /// lab's cgroup, so removing the lab stops it: for the VMs' QEMU processes.
+    pub fn spawn_in_lab(&mut self, name: &str, command: Command) -> Result<&mut Child> {
+        let cgroup = self.cgroup.join(format!("lab-{name}"));
+        std::fs::create_dir_all(&cgroup).map_err(LabError::io(&cgroup))?;
+        let child = sys::spawn_in(command, self.lab_netns().path(), Some(&cgroup))?;
+        self.children.push(child);
+        Ok(self.children.last_mut().expect("just pushed"))
+    }
+
     /// Kills every process in the lab's cgroup subtree (daemons, pods, engines alike) and
     /// waits until they are gone, before anything else is taken apart.
     pub fn kill_processes(&self) {
