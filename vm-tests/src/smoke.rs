@@ -340,6 +340,18 @@ fn has_interpreter(elf: &[u8]) -> bool {
     })
 }
 
+/// Fails with the console of the first VM that stopped (a dead daemon powers its VM off).
+fn all_running(vms: &[Vm]) -> anyhow::Result<()> {
+    match vms.iter().find(|vm| vm.process.has_exited()) {
+        Some(dead) => bail!(
+            "{}'s VM stopped; its console ends with:\n{}",
+            dead.name,
+            dead.process.log_tail(30)
+        ),
+        None => Ok(()),
+    }
+}
+
 fn wait_nodes_ready(cluster: &Cluster, vms: &[Vm]) -> anyhow::Result<()> {
     let deadline = Instant::now() + BOOT_TIMEOUT;
     let mut last = String::new();
@@ -362,13 +374,7 @@ fn wait_nodes_ready(cluster: &Cluster, vms: &[Vm]) -> anyhow::Result<()> {
             say(&now);
             last = now;
         }
-        if let Some(dead) = vms.iter().find(|vm| vm.process.has_exited()) {
-            bail!(
-                "{}'s VM stopped; its console ends with:\n{}",
-                dead.name,
-                dead.process.log_tail(30)
-            );
-        }
+        all_running(vms)?;
         if Instant::now() > deadline {
             let consoles: String = vms
                 .iter()
@@ -416,13 +422,7 @@ fn wait_pods(cluster: &Cluster, vms: &[Vm]) -> anyhow::Result<Vec<(String, Strin
             }
             return Ok(web);
         }
-        if let Some(dead) = vms.iter().find(|vm| vm.process.has_exited()) {
-            bail!(
-                "{}'s VM stopped; its console ends with:\n{}",
-                dead.name,
-                dead.process.log_tail(30)
-            );
-        }
+        all_running(vms)?;
         if Instant::now() > deadline {
             let summary: Vec<String> = items
                 .iter()
