@@ -446,6 +446,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::info!(%interface, ifindex, %ip, "pod attached");
         local_pods.push((interface.clone(), ifindex));
     }
+    if skiff_node::dataplane::enable_routing()? {
+        tracing::info!("IPv4 forwarding was off; turned it on (net.ipv4.ip_forward=1)");
+    }
     if let Some(uplink) = &args.uplink {
         dataplane
             .attach_uplink(uplink)
@@ -650,13 +653,19 @@ fn select_runtime(args: &PodArgs) -> anyhow::Result<Option<Arc<dyn Runtime>>> {
 }
 
 fn pod_cgroup_root(args: &PodArgs) -> anyhow::Result<PathBuf> {
+    use skiff_node::runtime::cgroup;
+    let mount = cgroup::cgroup2_mount()?;
     let dir = match &args.pod_cgroup {
         Some(dir) => dir.clone(),
-        None => skiff_node::runtime::cgroup::cgroup2_mount()?
-            .join("skiff")
-            .join("pods"),
+        None => mount.join("skiff").join("pods"),
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("--pod-cgroup {}", dir.display()))?;
+    let controllers = cgroup::delegate_to_pods(&mount, &dir);
+    tracing::info!(
+        pod_cgroup = %dir.display(),
+        v2_controllers = %controllers.join(" "),
+        "pod cgroup ready (limits without a v2 controller go to cgroup v1)"
+    );
     Ok(dir)
 }
 

@@ -280,16 +280,15 @@ hostname "$NODE"
 ip link set lo up
 ip addr add "$ADDRESS" dev eth0
 ip link set eth0 up
-mkdir -p /var/lib/skiff /run/skiff/netns /sys/fs/cgroup/skiff /sys/fs/bpf/skiff
-# What systemd does on a real node: hand the cpu and memory controllers down to the pods.
-for controllers in /sys/fs/cgroup/cgroup.subtree_control /sys/fs/cgroup/skiff/cgroup.subtree_control; do
-    echo "+cpu +memory +pids" > "$controllers" || echo "skiff-vm: enabling controllers in $controllers failed"
-done
-mkdir -p /sys/fs/cgroup/skiff/pods
+mkdir -p /var/lib/skiff /run/skiff/netns /sys/fs/bpf/skiff
+# What systemd does on a real node: give the root's children the controllers. The daemon
+# hands them on down to its pods.
+echo "+cpu +memory +pids" > /sys/fs/cgroup/cgroup.subtree_control ||
+    echo "skiff-vm: enabling controllers at the cgroup root failed"
 echo "skiff-vm: $NODE up, kernel $(uname -r), eth0 $ADDRESS"
 RUST_LOG=info skiff-node run --runtime embedded \
     --state-dir /var/lib/skiff --pod-netns-dir /run/skiff/netns \
-    --pod-cgroup /sys/fs/cgroup/skiff/pods --probe-binary /bin/skiff-probe \
+    --probe-binary /bin/skiff-probe \
     --pin-dir /sys/fs/bpf/skiff --uplink eth0 --control-plane /etc/skiff/node.conf \
     --node-name "$NODE" --heartbeat-seconds 1 --api "${ADDRESS%/*}:10250" \
     --dns-upstream none > /dev/console 2>&1 &

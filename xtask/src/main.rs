@@ -53,7 +53,7 @@ enum Command {
     Down,
     /// Setup, QEMU and Debian's kernel, build, then node daemons in QEMU VMs (Debian 12's 6.1
     /// kernel: no TCX, so the clsact path) joined to a control plane in the lab, and the
-    /// service + policy smoke scenario across them (root). Run by hand (docs/testing.md).
+    /// service + policy smoke scenario across them (root). `cargo xtask test` runs it too.
     VmTest {
         /// Number of VMs (node daemons).
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(2..=4))]

@@ -8,7 +8,7 @@ use std::{
 
 use anyhow::bail;
 
-use crate::{bench, cmd, up};
+use crate::{bench, cmd, up, vm};
 
 pub fn run(cargo_test_args: &[String]) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -28,8 +28,20 @@ pub fn run(cargo_test_args: &[String]) -> anyhow::Result<()> {
         println!("note: not root, so privileged tests will skip (they fail under CI=true)");
     }
     println!("== tests: unit, BPF_PROG_TEST_RUN fixtures, lab");
-    let counts = cargo_test(cargo_test_args)?;
-    if cargo_test_args.is_empty() && cmd::is_root() && counts.failed == 0 {
+    let mut counts = cargo_test(cargo_test_args)?;
+    let whole_suite = cargo_test_args.is_empty() && cmd::is_root();
+    if whole_suite {
+        // One test more: node daemons in QEMU on Debian's 6.1 kernel (the clsact path).
+        println!("== VM test: the smoke scenario across two QEMU VMs (vm-tests/)");
+        match vm::run(&cmd::workspace_root(), &vm::VmTestArgs { vms: 2 }) {
+            Ok(()) => counts.passed += 1,
+            Err(e) => {
+                eprintln!("VM test FAILED: {e:#}");
+                counts.failed += 1;
+            }
+        }
+    }
+    if whole_suite && counts.failed == 0 {
         println!("== benchmarks, --quick (kept working; nothing asserted about speed)");
         bench::dns(true)?;
     }

@@ -472,6 +472,31 @@ pub fn remove_pins(pin_dir: &Path) -> Result<(), DataPlaneError> {
     }
 }
 
+/// A node routes for its pods, for other nodes' pods and for NodePort clients, as a CNI's
+/// bridge or Cilium sets it up: IPv4 forwarding on, and no ICMP redirects, which a node that
+/// sends NodePort traffic back out of its uplink would otherwise send to the clients.
+/// Returns whether forwarding was off before (worth a log line: the daemon changed the host).
+pub fn enable_routing() -> Result<bool, DataPlaneError> {
+    let forward = PathBuf::from("/proc/sys/net/ipv4/ip_forward");
+    let was_off = std::fs::read_to_string(&forward)
+        .map_err(|source| DataPlaneError::Sysctl {
+            path: forward.clone(),
+            source,
+        })?
+        .trim()
+        == "0";
+    for (path, value) in [
+        (forward, "1"),
+        (
+            PathBuf::from("/proc/sys/net/ipv4/conf/all/send_redirects"),
+            "0",
+        ),
+    ] {
+        std::fs::write(&path, value).map_err(|source| DataPlaneError::Sysctl { path, source })?;
+    }
+    Ok(was_off)
+}
+
 /// NodePort NAT runs on ingress, before routing, and can give a packet one of the node's own
 /// addresses as its source (a masqueraded client, or a reply restored to come from the node
 /// port). The kernel drops such packets as martians unless `accept_local` is set on the

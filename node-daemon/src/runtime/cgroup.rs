@@ -59,7 +59,7 @@ fn enable(parent: &Path, controller: &str) -> Result<(), CgroupError> {
     write(
         &parent.join("cgroup.subtree_control"),
         &format!("+{controller}"),
-        "enabling a controller for the pod's containers",
+        "delegating a controller to child cgroups",
     )
 }
 
@@ -96,6 +96,45 @@ fn v1_dir(controller: &str, name: &str) -> Result<PathBuf, CgroupError> {
         .join(name);
     std::fs::create_dir_all(&dir).map_err(at("creating the v1 cgroup", &dir))?;
     Ok(dir)
+}
+
+/// The controllers pods' limits and accounting use.
+const POD_CONTROLLERS: [&str; 3] = ["cpu", "memory", "pids"];
+
+/// Hands the pod controllers down from the cgroup v2 `mount` to the pod cgroups: on every
+/// level from the mount's child to `pod_root`, each controller the level is given is enabled
+/// for its children, as systemd does for its own slices. The mount's root level is left as the
+/// host set it. Returns the controllers pod cgroups get; what could not be enabled (a level
+/// that holds processes refuses) is logged, and limits then go to v1 or are not enforced.
+pub fn delegate_to_pods(mount: &Path, pod_root: &Path) -> Vec<&'static str> {
+    let Ok(below) = pod_root.strip_prefix(mount) else {
+        tracing::warn!(
+            pod_cgroup = %pod_root.display(),
+            mount = %mount.display(),
+            "the pod cgroup is not below the cgroup v2 mount; controllers are not delegated"
+        );
+        return Vec::new();
+    };
+    let mut level = mount.to_path_buf();
+    for part in below.components() {
+        level.push(part);
+        for controller in POD_CONTROLLERS {
+            if has_controller(&level, controller) && !delegates(&level, controller) {
+                if let Err(e) = enable(&level, controller) {
+                    tracing::warn!(controller, error = %e, "cannot delegate a controller to pods");
+                }
+            }
+        }
+    }
+    POD_CONTROLLERS
+        .into_iter()
+        .filter(|controller| delegates(pod_root, controller))
+        .collect()
+}
+
+fn delegates(cgroup: &Path, controller: &str) -> bool {
+    std::fs::read_to_string(cgroup.join("cgroup.subtree_control"))
+        .is_ok_and(|c| c.split_whitespace().any(|c| c == controller))
 }
 
 /// The cgroup v2 mount: /sys/fs/cgroup on unified hosts, its `unified` folder on hybrid ones.
