@@ -59,6 +59,20 @@ enum Command {
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(2..=4))]
         vms: u8,
     },
+    /// Setup, then Skiff against kube-proxy's iptables and nftables modes (root), side by
+    /// side in the lab: connection and request rates, throughput, programming time, end-to-end
+    /// latency, per-packet cost, scheduler throughput, node daemon memory. Writes
+    /// docs/benchmarks/results.json, README.md and SVG plots (about 25 minutes).
+    Bench {
+        /// Tiny sizes and a debug build, only to keep the benchmarks working (CI runs this);
+        /// results go to target/bench/kube-proxy/ and docs/ stays untouched.
+        #[arg(long)]
+        quick: bool,
+        /// Only these, comma-separated: traffic, programming, e2e_latency, per_packet,
+        /// scheduler, node_rss (the others' runs are kept from results.json).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+    },
     /// Setup, then the cluster DNS benchmark (root): dnsperf from a lab pod against a node's
     /// DNS server, written to docs/benchmarks/dns.md and dns.json.
     BenchDns {
@@ -112,6 +126,10 @@ fn run() -> anyhow::Result<()> {
         Command::VmTest { vms } => {
             setup::run(&workspace)?;
             vm::run(&workspace, &vm::VmTestArgs { vms })
+        }
+        Command::Bench { quick, only } => {
+            setup::run(&workspace)?;
+            bench::kube_proxy(quick, &only)
         }
         Command::BenchDns { quick } => {
             setup::run(&workspace)?;

@@ -51,7 +51,11 @@ const PACKAGES: &[(&str, &str)] = &[
     ("runc", "runc, containerd's OCI runtime"),
     (
         "iptables",
-        "iptables and iptables-restore: dockerd needs them on its PATH",
+        "iptables and iptables-restore: dockerd needs them on its PATH; the benchmarks load kube-proxy's iptables rules with them",
+    ),
+    (
+        "nftables",
+        "nft, for the benchmarks' kube-proxy nftables mode (in lab namespaces only)",
     ),
     (
         "busybox-static",

@@ -44,6 +44,7 @@ pub fn run(cargo_test_args: &[String]) -> anyhow::Result<()> {
     if whole_suite && counts.failed == 0 {
         println!("== benchmarks, --quick (kept working; nothing asserted about speed)");
         bench::dns(true)?;
+        bench::kube_proxy(true, &[])?;
     }
     println!("== done in {:.0} s", started.elapsed().as_secs_f64());
     // The closing line CI reads.
